@@ -41,5 +41,9 @@ setuptools.setup(
     extras_require={"dev": dev_requirements},
     python_requires=">=" + cfg["min_python"],
     zip_safe=False,
-    entry_points={"nbdev": [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"]},
+    entry_points={
+        "nbdev": [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"],
+        # lets Nengo tools (and nengo's own tests) find this simulator
+        "nengo.backends": [f"{cfg['lib_name']}={cfg['lib_name']}:Simulator"],
+    },
 )

@@ -39,11 +39,19 @@ def configure_settings(**kwargs):
                 + ", ".join(sorted(SETTINGS)))
         if name == "trainable":
             for cls in (nengo.Ensemble, nengo.Connection, nengo.ensemble.Neurons, nengo.Network):
-                _set(config[cls], name, value, BoolParam("trainable", value, optional=True))
+                _set(_params(config, cls), name, value, BoolParam("trainable", value, optional=True))
         elif name == "keep_history":
-            _set(config[nengo.Probe], name, value, BoolParam("keep_history", value))
+            _set(_params(config, nengo.Probe), name, value, BoolParam("keep_history", value))
         else:
-            _set(config[nengo.Network], name, value, Parameter(name, value))
+            _set(_params(config, nengo.Network), name, value, Parameter(name, value))
+
+def _params(config, cls):
+    "The config's parameters for `cls`, configuring the class first if needed."
+    try:
+        return config[cls]
+    except ConfigError:
+        config.configures(cls)
+        return config[cls]
 
 def _set(params, name, value, param):
     "Add the parameter, or change its default when it already exists."

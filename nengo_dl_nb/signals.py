@@ -286,9 +286,9 @@ class SignalDict:
                     raise BuildError(f"{dst.label}: repeated indices in a non-increment write")
                 nd = np.stack(np.broadcast_arrays(np.arange(mb)[:, None], dst.indices[None, :]),
                               axis=-1)
-                dst._nd_indices = tf.constant(nd, dtype=tf.int32)
+                dst._nd_indices = nd.astype(np.int32)
             fn = tf.tensor_scatter_nd_add if mode == "inc" else tf.tensor_scatter_nd_update
-            new = fn(base, dst._nd_indices, val)
+            new = fn(base, tf.constant(dst._nd_indices), val)
         self.bases[dst.key] = new
 
     def __repr__(self):

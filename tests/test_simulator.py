@@ -1,0 +1,141 @@
+"""Simulator behaviour: state across runs, resets, data feeding, probes, errors."""
+import nengo
+import numpy as np
+import pytest
+import tensorflow as tf
+from nengo.exceptions import ReadonlyError, SimulatorClosed, ValidationError
+
+import nengo_dl_nb
+
+
+@pytest.fixture(scope="module")
+def net():
+    with nengo.Network(seed=0) as net:
+        net.stim = nengo.Node(lambda t: np.sin(5 * t))
+        net.ens = nengo.Ensemble(30, 1)
+        net.noise = nengo.Node(nengo.processes.WhiteNoise(seed=None), size_out=1)
+        nengo.Connection(net.stim, net.ens)
+        nengo.Connection(net.noise, net.ens, transform=0.1)
+        net.p = nengo.Probe(net.ens, synapse=0.01)
+        net.p_sampled = nengo.Probe(net.ens, synapse=0.01, sample_every=0.003)
+    return net
+
+
+def test_runs_continue_and_time_advances(net):
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as whole:
+        whole.run_steps(30)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as parts:
+        parts.run_steps(10)
+        parts.step()
+        parts.run(0.019)
+        assert parts.n_steps == 30 and np.isclose(parts.time, 0.03)
+        np.testing.assert_array_equal(parts.data[net.p], whole.data[net.p])
+        np.testing.assert_allclose(parts.trange(), np.arange(1, 31) * 0.001)
+
+
+def test_sample_every_matches_nengo(net):
+    with nengo.Simulator(net, progress_bar=False, seed=3) as ref:
+        ref.run_steps(20)
+    with nengo_dl_nb.Simulator(net, progress_bar=False, seed=3) as sim:
+        sim.run_steps(7)
+        sim.run_steps(13)
+    assert sim.data[net.p_sampled].shape == ref.data[net.p_sampled].shape == (6, 1)
+    np.testing.assert_allclose(sim.trange(sample_every=0.003), ref.trange(sample_every=0.003))
+
+
+def test_reset_reproduces_random_streams(net):
+    with nengo_dl_nb.Simulator(net, progress_bar=False, seed=5) as sim:
+        sim.run_steps(50)
+        first = sim.data[net.p].copy()
+        sim.reset()
+        assert sim.n_steps == 0 and sim.data[net.p].shape == (0, 1)
+        sim.run_steps(50)
+        np.testing.assert_array_equal(sim.data[net.p], first)
+        sim.reset(seed=6)
+        sim.run_steps(50)
+        assert not np.allclose(sim.data[net.p], first)
+
+
+def test_soft_reset(net):
+    with nengo_dl_nb.Simulator(net, progress_bar=False, seed=5) as sim:
+        sim.run_steps(20)
+        first = sim.data[net.p].copy()
+        sim.soft_reset()
+        assert sim.data[net.p].shape == (20, 1)  # probes kept
+        sim.run_steps(20)
+        np.testing.assert_array_equal(sim.data[net.p][20:], first)
+        sim.soft_reset(include_probes=True)
+        assert sim.data[net.p].shape == (0, 1)
+
+
+def test_data_overrides_node_and_minibatch_shapes(net):
+    data = np.linspace(-1, 1, 2 * 40).reshape(2, 40, 1)
+    with nengo_dl_nb.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
+        sim.run_steps(40, data={net.stim: data})
+        assert sim.data[net.p].shape == (2, 40, 1)
+        assert sim.data[net.p_sampled].shape == (2, 13, 1)
+    with nengo.Network() as check:
+        stim = nengo.Node(size_in=0, output=[0.0])
+        p = nengo.Probe(stim)
+    with nengo_dl_nb.Simulator(check, minibatch_size=2, progress_bar=False) as sim:
+        sim.run_steps(40, data={stim: data})
+        np.testing.assert_allclose(sim.data[p], data)
+
+
+def test_bad_input_errors(net):
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        with pytest.raises(ValidationError, match=r"shape \(1, 5, 2\).*expected \(1, 5, 1\)"):
+            sim.run_steps(5, data={net.stim: np.zeros((1, 5, 2))})
+        with pytest.raises(ValidationError, match="not an input Node"):
+            sim.run_steps(5, data={net.ens: np.zeros((1, 5, 1))})
+        with pytest.raises(ValidationError, match="non-negative integer"):
+            sim.run_steps(-1)
+        with pytest.raises(ReadonlyError):
+            sim.dt = 0.002
+        assert sim.n_steps == 0  # nothing half-applied
+    with pytest.raises(SimulatorClosed):
+        sim.run_steps(1)
+    with pytest.raises(SimulatorClosed):
+        sim.reset()
+    assert sim.data[net.p].shape == (0, 1)  # data still readable after close
+
+
+def test_python_errors_surface_unchanged():
+    with nengo.Network() as net:
+        node = nengo.Node(lambda t, x: np.nan * x, size_in=1)
+        nengo.Connection(nengo.Node([1.0]), node)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        with pytest.raises(nengo.exceptions.SimulationError, match="non-finite"):
+            sim.run_steps(2)
+
+
+def test_signals_and_params_readable(net):
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        built = sim.data[net.ens]
+        assert built.encoders.shape == (30, 1)
+        sim.step()
+        step_sig = sim.model.step
+        assert sim.signals[step_sig] == 1
+
+
+def test_generic_operator_fallback():
+    """Operators with no TensorFlow builder (here a PES learning rule and a Triangle
+    synapse) run through their own make_step and match nengo.Simulator."""
+    with nengo.Network(seed=1) as net:
+        stim = nengo.Node(lambda t: np.sin(8 * t))
+        a, b = nengo.Ensemble(30, 1), nengo.Ensemble(30, 1)
+        nengo.Connection(stim, a)
+        conn = nengo.Connection(a, b, learning_rule_type=nengo.PES(1e-4),
+                                synapse=nengo.synapses.Triangle(0.01))
+        err = nengo.Node(size_in=1)
+        nengo.Connection(b, err)
+        nengo.Connection(stim, err, transform=-1)
+        nengo.Connection(err, conn.learning_rule)
+        p = nengo.Probe(b, synapse=0.02)
+        nengo_dl_nb.configure_settings(dtype=tf.float64)
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        ref.run_steps(200)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        sim.run_steps(200)
+        assert not sim.tensor_graph.jit_compile  # Python in the loop: no XLA
+    np.testing.assert_allclose(sim.data[p], ref.data[p], atol=1e-8)
