@@ -6,6 +6,7 @@
 __all__ = ['NengoBuilder', 'NengoModel', 'BuildConfig', 'OpBuilder', 'Builder']
 
 # %% ../nbs/03_builder.ipynb #08e61918
+from collections import ChainMap
 from typing import NamedTuple
 
 import nengo
@@ -17,9 +18,11 @@ from nengo.exceptions import BuildError
 
 # %% ../nbs/03_builder.ipynb #dca80796
 class NengoBuilder(NengoBaseBuilder):
-    "Nengo's object builder with a registry of its own (a copy of nengo's)."
+    """Nengo's object builder with a registry of its own: registrations go to our layer,
+    lookups fall through to nengo's live registry (so build functions a user registers
+    with nengo later are found too)."""
 
-    builders = dict(NengoBaseBuilder.builders)
+    builders = ChainMap({}, NengoBaseBuilder.builders)
 
 # %% ../nbs/03_builder.ipynb #21487911
 class NengoModel(Model):

@@ -45,12 +45,15 @@ class InputNode:
         "Array `(n, size_out)`: the node's output at each of the next `n` steps."
         output = self.node.output
         times = (np.arange(start + 1, start + n + 1)) * self.dt
-        if isinstance(output, nengo.Process):
-            return np.stack([np.reshape(self.process_step(t), self.size) for t in times]) \
-                if n else np.zeros((0, self.size))
+        values = np.zeros((n, self.size))
+        if isinstance(output, nengo.Process):  # step functions may return their own buffer
+            for i, t in enumerate(times):
+                values[i] = np.reshape(self.process_step(t), self.size)
+            return values
         if callable(output):
-            return np.stack([check_output(output, output(t), self.size) for t in times]) \
-                if n else np.zeros((0, self.size))
+            for i, t in enumerate(times):
+                values[i] = check_output(output, output(t), self.size)
+            return values
         return np.broadcast_to(np.reshape(output, (1, self.size)), (n, self.size))
 
 # %% ../nbs/20_tensor_graph.ipynb #74532d12
