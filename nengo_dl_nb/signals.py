@@ -40,7 +40,8 @@ class TensorSignal:
         self.constant = constant
         self.label = label
         self._slice = False  # not computed yet
-        self._nd_indices = None
+        self._plan = None  # how the positions map onto segments (SignalDict._plan)
+        self._unique = None  # whether the positions are all different
 
     @property
     def indices(self):
@@ -156,8 +157,9 @@ class SignalDict:
         self.sig_map = {}  # Signal -> TensorSignal
         self.base_size = {}  # BaseKey -> number of elements
         self.base_init = {}  # BaseKey -> list of flat initial values (one per base signal)
-        self.bases = {}  # BaseKey -> current tf.Tensor (during a traced step)
-        self.read_types = {"slice": 0, "gather": 0}  # counts, for the optimizer notebooks
+        self.bases = {}  # BaseKey -> current tensor, or list of segment tensors if minibatched
+        self.segment_bounds = {}  # BaseKey -> positions where segments start (and the end)
+        self.read_types = {"slice": 0, "concat": 0, "gather": 0}  # counts, for the optimizer notebooks
 
     # -- layout --------------------------------------------------------------
     def add_base(self, sig, key):
@@ -246,21 +248,79 @@ class SignalDict:
                                  for v, n in zip(values, op_sizes)])
         return self.constant(values.reshape(shape), dtype=dtype)
 
+    # -- segments ----------------------------------------------------------------
+    def set_write_blocks(self, key, blocks):
+        """Split minibatched base array `key` into segments so that each of `blocks` (arrays
+        of positions written together) covers whole segments."""
+        cuts = {0, self.base_size[key]}
+        for positions in blocks:
+            for start, stop in _runs(np.unique(positions)):
+                cuts.update((start, stop))
+        self.segment_bounds[key] = np.array(sorted(cuts), dtype=np.int64)
+
+    def bounds(self, key):
+        "Segment boundaries of base array `key` (`[0, n]` when it is one segment)."
+        if key not in self.segment_bounds:
+            self.segment_bounds[key] = np.array([0, self.base_size[key]], dtype=np.int64)
+        return self.segment_bounds[key]
+
+    def split(self, key, base):
+        "A minibatched base array tensor `(mb, n)` as its list of segment tensors."
+        b = self.bounds(key)
+        return [base[:, b[i]:b[i + 1]] for i in range(len(b) - 1)]
+
+    def join(self, key, segments):
+        "The segment tensors of `key` as one `(mb, n)` tensor."
+        return segments[0] if len(segments) == 1 else tf.concat(segments, axis=1)
+
+    def _plan(self, tsig):
+        "How `tsig` maps onto segments: ('runs', pieces) or ('block', first, last, local idx)."
+        if tsig._plan is None:
+            b = self.bounds(tsig.key)
+            runs = _runs(tsig.indices)
+            if len(runs) <= 16:
+                pieces = []
+                for start, stop in runs:
+                    seg = int(np.searchsorted(b, start, side="right")) - 1
+                    while start < stop:
+                        end = min(stop, int(b[seg + 1]))
+                        pieces.append((seg, start - int(b[seg]), end - int(b[seg])))
+                        start, seg = end, seg + 1
+                tsig._plan = ("runs", pieces)
+            else:
+                first = int(np.searchsorted(b, tsig.indices.min(), side="right")) - 1
+                last = int(np.searchsorted(b, tsig.indices.max(), side="right")) - 1
+                tsig._plan = ("block", first, last, (tsig.indices - b[first]).astype(np.int32))
+        return tsig._plan
+
     # -- reads and writes ------------------------------------------------------
     def gather(self, src, force_copy=False):
         "Read `src` from its base array: shape `src.full_shape`."
         base = self.bases[src.key]
-        s = None if force_copy else src.slice
-        axis = 1 if src.minibatched else 0
-        if s is not None:
-            self.read_types["slice"] += 1
-            n = self.base_size[src.key]
-            if s != (0, n):
-                base = base[:, s[0]:s[1]] if axis else base[s[0]:s[1]]
+        if not src.minibatched:
+            s = None if force_copy else src.slice
+            if s is not None:
+                self.read_types["slice"] += 1
+                value = base if s == (0, self.base_size[src.key]) else base[s[0]:s[1]]
+            else:
+                self.read_types["gather"] += 1
+                value = tf.gather(base, src.tf_indices)
+            return tf.reshape(value, src.full_shape)
+        plan = self._plan(src)
+        if plan[0] == "runs" and not force_copy:
+            parts = [_cut(base[seg], lo, hi) for seg, lo, hi in plan[1]]
+            self.read_types["slice" if len(parts) == 1 else "concat"] += 1
+            value = parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
         else:
             self.read_types["gather"] += 1
-            base = tf.gather(base, src.tf_indices, axis=axis)
-        return tf.reshape(base, src.full_shape)
+            if plan[0] == "runs":
+                first, last = min(p[0] for p in plan[1]), max(p[0] for p in plan[1])
+                local = (src.indices - self.bounds(src.key)[first]).astype(np.int32)
+            else:
+                _, first, last, local = plan
+            block = self.join(src.key, base[first:last + 1])
+            value = tf.gather(block, tf.constant(local), axis=1)
+        return tf.reshape(value, src.full_shape)
 
     def scatter(self, dst, val, mode="update"):
         "Write `val` into `dst`: overwrite (`update`) or add (`inc`)."
@@ -268,28 +328,56 @@ class SignalDict:
             raise BuildError(f"{dst.label}: cannot write to a non-minibatched signal")
         if mode not in ("update", "inc"):
             raise BuildError(f"unknown scatter mode {mode!r}")
-        base = self.bases[dst.key]
+        segments = list(self.bases[dst.key])
         mb = self.minibatch_size
-        val = tf.reshape(tf.broadcast_to(tf.cast(val, base.dtype), dst.full_shape), (mb, dst.size))
-        s = dst.slice
-        if s is not None:
-            n = self.base_size[dst.key]
-            if mode == "inc":
-                val = val + (base if s == (0, n) else base[:, s[0]:s[1]])
-            if s == (0, n):
-                new = val
-            else:
-                new = tf.concat([base[:, :s[0]], val, base[:, s[1]:]], axis=1)
+        val = tf.reshape(tf.broadcast_to(tf.cast(val, segments[0].dtype), dst.full_shape),
+                         (mb, dst.size))
+        plan = self._plan(dst)
+        if dst._unique is None:
+            dst._unique = len(np.unique(dst.indices)) == dst.size
+            if mode == "update" and not dst._unique:
+                raise BuildError(f"{dst.label}: repeated indices in a non-increment write")
+        if plan[0] == "runs" and dst._unique:
+            offset = 0
+            for seg, lo, hi in plan[1]:
+                piece = val if len(plan[1]) == 1 else val[:, offset:offset + hi - lo]
+                offset += hi - lo
+                old = segments[seg]
+                length = self.bounds(dst.key)[seg + 1] - self.bounds(dst.key)[seg]
+                if mode == "inc":
+                    piece = piece + _cut(old, lo, hi)
+                if lo == 0 and hi == length:
+                    segments[seg] = piece
+                else:
+                    segments[seg] = tf.concat([old[:, :lo], piece, old[:, hi:]], axis=1)
         else:
-            if dst._nd_indices is None:
-                if mode == "update" and len(np.unique(dst.indices)) < dst.size:
-                    raise BuildError(f"{dst.label}: repeated indices in a non-increment write")
-                nd = np.stack(np.broadcast_arrays(np.arange(mb)[:, None], dst.indices[None, :]),
-                              axis=-1)
-                dst._nd_indices = nd.astype(np.int32)
+            if plan[0] == "runs":
+                first, last = min(p[0] for p in plan[1]), max(p[0] for p in plan[1])
+            else:
+                _, first, last, _ = plan
+            b = self.bounds(dst.key)
+            local = dst.indices - b[first]
+            nd = np.stack(np.broadcast_arrays(np.arange(mb)[:, None], local[None, :]), axis=-1)
+            block = self.join(dst.key, segments[first:last + 1])
             fn = tf.tensor_scatter_nd_add if mode == "inc" else tf.tensor_scatter_nd_update
-            new = fn(base, tf.constant(dst._nd_indices), val)
-        self.bases[dst.key] = new
+            block = fn(block, tf.constant(nd.astype(np.int32)), val)
+            for seg in range(first, last + 1):
+                segments[seg] = block[:, b[seg] - b[first]:b[seg + 1] - b[first]]
+        self.bases[dst.key] = segments
 
     def __repr__(self):
         return f"SignalDict({len(self.sig_map)} signals, {len(self.base_size)} base arrays)"
+
+def _runs(indices):
+    "Maximal runs of consecutive ascending positions, as (start, stop) pairs."
+    indices = np.asarray(indices)
+    if indices.size == 0:
+        return []
+    breaks = np.nonzero(np.diff(indices) != 1)[0] + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [indices.size]])
+    return [(int(indices[a]), int(indices[b - 1]) + 1) for a, b in zip(starts, stops)]
+
+def _cut(segment, lo, hi):
+    "Columns `lo:hi` of a segment tensor (the tensor itself when that is all of it)."
+    return segment if lo == 0 and hi == segment.shape[1] else segment[:, lo:hi]

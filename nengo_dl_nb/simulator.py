@@ -258,7 +258,7 @@ class Simulator:
         if n_steps == 0:
             return
         progress_bar = self.progress_bar if progress_bar is None else progress_bar
-        chunk = 8192
+        chunk = self.tensor_graph.chunk_size
         if profile:
             tf.profiler.experimental.start(profile if isinstance(profile, str) else "nengo_dl_nb_profile")
         try:

@@ -7,6 +7,7 @@ __all__ = ['InputNode', 'TensorGraph']
 
 # %% ../nbs/20_tensor_graph.ipynb #b4c9fdc7
 import contextlib
+from collections import defaultdict
 
 import nengo
 import numpy as np
@@ -91,6 +92,7 @@ class TensorGraph:
 
         self.builder = Builder(self.plan, self.signals, self.config)
         self.builder.pre_build(progress)
+        self.cut_segments()
         self.uses_python = any(
             isinstance(getattr(b, "built_neurons", getattr(b, "built_process", b)),
                        (GenericOpBuilder, SimPyFuncBuilder))
@@ -172,6 +174,26 @@ class TensorGraph:
                 seen.add(sig)
                 self.signals.add_base(sig, self.base_key(sig))
 
+    def cut_segments(self):
+        "Cut the state arrays into segments along the blocks each op group writes together."
+        blocks = defaultdict(list)
+        for group in self.plan:
+            written = [op.sets + op.incs + op.updates for op in group]
+            for j in range(max(len(w) for w in written)):
+                by_key = defaultdict(list)
+                for w in written:
+                    if j < len(w):
+                        tsig = self.signals[w[j]]
+                        by_key[tsig.key].append(tsig.indices)
+                for key, parts in by_key.items():
+                    blocks[key].append(np.concatenate(parts))
+        for node in self.input_nodes:
+            tsig = self.signals[node.signal]
+            blocks[tsig.key].append(tsig.indices)
+        for key in self.signals.base_size:
+            if key.minibatched:
+                self.signals.set_write_blocks(key, blocks[key])
+
     def create_variables(self):
         "Variables for state and trainable parameters; constants for the rest."
         mb = self.minibatch_size
@@ -211,10 +233,19 @@ class TensorGraph:
         self.builder.post_build(rng)
 
     # -- the timestep ----------------------------------------------------------
+    def unflatten(self, state):
+        "Flat tuple of segment tensors -> {key: list of segments}."
+        bases, i = {}, 0
+        for key in self.state_keys:
+            n = len(self.signals.bounds(key)) - 1
+            bases[key] = list(state[i:i + n])
+            i += n
+        return bases
+
     def build_step(self, step, state, inputs):
-        "One timestep: returns the new state tuple and the probe values."
+        "One timestep: returns the new state (flat tuple of segments) and the probe values."
         signals = self.signals
-        signals.bases = dict(zip(self.state_keys, state))
+        signals.bases = self.unflatten(state)
         signals.bases.update(self._fixed_bases)
         for tsig, values in zip(self.input_tsigs, inputs):
             signals.scatter(tsig, values[:, step])
@@ -226,7 +257,7 @@ class TensorGraph:
                 value = tf.broadcast_to(value, (self.minibatch_size,) + tsig.shape)
             probes.append(value)
         with tf.control_dependencies(side_effects):
-            new_state = tuple(tf.identity(signals.bases[k]) for k in self.state_keys)
+            new_state = tuple(tf.identity(seg) for k in self.state_keys for seg in signals.bases[k])
         return new_state, probes
 
     def _run(self, n_steps, padding, inputs):
@@ -235,7 +266,8 @@ class TensorGraph:
         size = tf.shape(padding)[0]
         arrays = tuple(tf.TensorArray(t.dtype, size=size, element_shape=(self.minibatch_size,) + t.shape)
                        for t in self.probe_tsigs)
-        state = tuple(self.state_vars[k].read_value() for k in self.state_keys)
+        state = tuple(seg for k in self.state_keys
+                      for seg in self.signals.split(k, self.state_vars[k].read_value()))
 
         def steps(k):
             def body(i, state, arrays):
@@ -252,8 +284,8 @@ class TensorGraph:
         if k > 1:
             i, state, arrays = tf.while_loop(lambda i, s, a: i < n_steps, steps(1),
                                              (i, state, arrays))
-        for key, value in zip(self.state_keys, state):
-            self.state_vars[key].assign(value)
+        for key, segments in self.unflatten(state).items():
+            self.state_vars[key].assign(self.signals.join(key, segments))
         return tuple(a.stack() for a in arrays)
 
     def run_function(self):
@@ -267,9 +299,17 @@ class TensorGraph:
                                        jit_compile=self.jit_compile, autograph=False)
         return self._run_fn
 
+    @property
+    def chunk_size(self):
+        "The longest run one call of the run function does (longer runs are split)."
+        return 1024 if self.jit_compile else 8192
+
     def padded_length(self, n_steps):
-        "Length of the probe buffers for a run of `n_steps` (a power of two under XLA)."
-        return n_steps if not self.jit_compile else 1 << max(n_steps - 1, 0).bit_length()
+        """Length of the probe buffers for a run of `n_steps`: exact without XLA; under XLA
+        1 for single steps and `chunk_size` otherwise, so XLA compiles at most twice."""
+        if not self.jit_compile:
+            return n_steps
+        return 1 if n_steps == 1 else self.chunk_size
 
     def run_steps(self, n_steps, start_step, data=None):
         "Run `n_steps` steps (after `start_step`); returns the probe histories `(mb, n, ...)`."
