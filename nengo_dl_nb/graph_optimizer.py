@@ -121,29 +121,27 @@ def _blocks(plan):
             blocks.append(bases)
     return sorted(blocks, key=len, reverse=True)
 
+def _place(bases, order, placed):
+    "Append the bases not placed yet to `order`."
+    for base in bases:
+        if base not in placed:
+            placed.add(base)
+            order.append(base)
+
+def _first_use(plan):
+    "Every base signal of the plan, in order of first use."
+    return [sig.base for group in plan for op in group for sig in op.all_signals]
+
 def order_signals(plan, n_passes=10):
     "Signal order in memory (blocks laid out contiguously, largest first) and the plan."
     placed, order = set(), []
     for bases in _blocks(plan):
-        for base in bases:
-            if base not in placed:
-                placed.add(base)
-                order.append(base)
-    for group in plan:  # signals of ops with more arguments than their group's minimum
-        for op in group:
-            for sig in op.all_signals:
-                if sig.base not in placed:
-                    placed.add(sig.base)
-                    order.append(sig.base)
+        _place(bases, order, placed)
+    _place(_first_use(plan), order, placed)  # arguments beyond a group's shortest op
     return order, plan
 
 def noop_order_signals(plan, **_):
     "Signals in order of first use, the plan unchanged (for comparison and debugging)."
-    placed, order = set(), []
-    for group in plan:
-        for op in group:
-            for sig in op.all_signals:
-                if sig.base not in placed:
-                    placed.add(sig.base)
-                    order.append(sig.base)
+    order = []
+    _place(_first_use(plan), order, set())
     return order, plan

@@ -94,7 +94,7 @@ class Simulator:
     `device` pins the simulation to a TensorFlow device (`"/cpu:0"`, `"/gpu:0"`);
     `unroll_simulation` builds that many timesteps per loop iteration;
     `minibatch_size` simulates that many independent inputs at once;
-    `tensorboard` is a directory for TensorFlow summaries."""
+    `tensorboard` is a directory where the simulation graph is written for TensorBoard."""
 
     def __init__(self, network, dt=0.001, seed=None, model=None, device=None,
                  unroll_simulation=1, minibatch_size=None, tensorboard=None,
@@ -122,6 +122,8 @@ class Simulator:
             with progress.next_stage("Building TensorFlow graph", "TensorFlow build"):
                 self.tensor_graph = TensorGraph(self.model, self.dt, self.unroll, dtype,
                                                 self.minibatch_size, device)
+        self._summary_writer = (tf.summary.create_file_writer(tensorboard)
+                                if tensorboard is not None else None)
         self.data = SimulationData(self, minibatched=self.minibatch_size > 1)
         self.signals = SignalValues(self.tensor_graph, minibatched=self.minibatch_size > 1)
         self._probe_data = {p: [] for p in self.model.probes}
@@ -274,8 +276,14 @@ class Simulator:
 
     def _run_chunk(self, n, data):
         del python_errors[:]
+        export_graph = self._summary_writer is not None and self.tensor_graph._run_fn is None
+        if export_graph:  # the first run traces the graph: record it for TensorBoard
+            tf.summary.trace_on(graph=True)
         try:
             outputs = self.tensor_graph.run_steps(n, self._n_steps, data)
+            if export_graph:
+                with self._summary_writer.as_default():
+                    tf.summary.trace_export(name="simulation", step=0)
         except tf.errors.OpError as e:
             if python_errors:
                 error = python_errors.pop()

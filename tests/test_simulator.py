@@ -139,3 +139,12 @@ def test_generic_operator_fallback():
         sim.run_steps(200)
         assert not sim.tensor_graph.jit_compile  # Python in the loop: no XLA
     np.testing.assert_allclose(sim.data[p], ref.data[p], atol=1e-8)
+
+
+def test_tensorboard_graph_written(tmp_path):
+    with nengo.Network() as net:
+        nengo.Probe(nengo.Node([1.0]))
+    with nengo_dl_nb.Simulator(net, tensorboard=str(tmp_path), progress_bar=False) as sim:
+        sim.run_steps(3)
+    events = list(tmp_path.glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
