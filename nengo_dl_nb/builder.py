@@ -6,6 +6,7 @@
 __all__ = ['NengoBuilder', 'NengoModel', 'BuildConfig', 'OpBuilder', 'Builder']
 
 # %% ../nbs/03_builder.ipynb #08e61918
+import warnings
 from collections import ChainMap
 from typing import NamedTuple
 
@@ -88,8 +89,11 @@ class Builder:
     def register(cls, nengo_op):
         "Decorator: build operators of class `nengo_op` with the decorated OpBuilder."
         def register_builder(build_class):
-            if nengo_op in cls.builders:
-                raise BuildError(f"{nengo_op.__name__} already has a builder ({cls.builders[nengo_op].__name__})")
+            old = cls.builders.get(nengo_op)
+            if old is not None and old.__qualname__ != build_class.__qualname__:
+                # re-running a definition (a notebook cell) replaces it quietly
+                warnings.warn(f"{nengo_op.__name__} already has a builder ({old.__name__}); "
+                              f"replacing it with {build_class.__name__}")
             cls.builders[nengo_op] = build_class
             return build_class
         return register_builder
