@@ -8,6 +8,13 @@ __all__ = []
 # %% ../nbs/90_package.ipynb #91e68473
 __version__ = "0.1.0"
 
+import os
+
+# TensorFlow's C++ start-up messages (CUDA probing, CPU features) say nothing a Nengo
+# user can act on; hide them unless the user has chosen a log level. This must run
+# before anything imports TensorFlow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from .builder import Builder, BuildConfig, NengoBuilder, NengoModel, OpBuilder
 from .config import configure_settings, get_setting
 from .simulator import Simulator

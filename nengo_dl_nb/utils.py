@@ -6,12 +6,7 @@
 __all__ = ['sanitize_name', 'function_name', 'tf_dtype', 'np_dtype', 'cast_dtype']
 
 # %% ../nbs/00_utils.ipynb #af2769e9
-import os
 import re
-
-# TensorFlow's C++ start-up messages (CUDA probing, CPU features) say nothing a Nengo
-# user can act on; hide them unless the user has chosen a log level.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
