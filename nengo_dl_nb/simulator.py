@@ -94,12 +94,19 @@ class Simulator:
     `device` pins the simulation to a TensorFlow device (`"/cpu:0"`, `"/gpu:0"`);
     `unroll_simulation` builds that many timesteps per loop iteration;
     `minibatch_size` simulates that many independent inputs at once;
-    `tensorboard` is a directory where the simulation graph is written for TensorBoard."""
+    `tensorboard` is a directory where the simulation graph is written for TensorBoard;
+    `optimize` is accepted for compatibility with `nengo.Simulator` (our planner always merges).
+    A Simulator pickles: the copy carries the model, the simulation state, the probe data and
+    the settings, and continues where the original was."""
 
     def __init__(self, network, dt=0.001, seed=None, model=None, device=None,
                  unroll_simulation=1, minibatch_size=None, tensorboard=None,
-                 progress_bar=True):
+                 progress_bar=True, optimize=True):
         self.closed = True  # until the constructor has succeeded
+        # `optimize` is nengo.Simulator's switch for its operator merger; our planner always
+        # merges (configure_settings(planner=noop_planner) turns that off), so it is only kept
+        self.optimize = optimize
+        self.device = device
         if int(unroll_simulation) < 1:
             raise ValidationError(f"Must be >= 1 (got {unroll_simulation})",
                                   attr="unroll_simulation", obj=self)
@@ -221,6 +228,36 @@ class Simulator:
         period = 1 if sample_every is None else sample_every / self.dt
         steps = np.arange(1, self.n_steps + 1)
         return self.dt * steps[steps % period < 1]
+
+    # -- pickling ------------------------------------------------------------
+    def __getstate__(self):
+        tg = self.tensor_graph
+        return {
+            "model": self.model, "dt": self.dt, "seed": self.seed, "device": self.device,
+            "unroll_simulation": self.unroll, "minibatch_size": self.minibatch_size,
+            "tensorboard": self.tensorboard, "progress_bar": self.progress_bar,
+            "optimize": self.optimize, "closed": self.closed, "n_steps": self._n_steps,
+            "state": {k: v.numpy() for k, v in tg.state_vars.items()},
+            "params": {k: v.numpy() for k, v in tg.param_vars.items()},
+            "probe_data": self._probe_data,
+        }
+
+    def __setstate__(self, state):
+        self.__init__(None, dt=state["dt"], seed=state["seed"], model=state["model"],
+                      device=state["device"], unroll_simulation=state["unroll_simulation"],
+                      minibatch_size=state["minibatch_size"], tensorboard=state["tensorboard"],
+                      progress_bar=state["progress_bar"], optimize=state["optimize"])
+        tg = self.tensor_graph
+        for source, variables in ((state["state"], tg.state_vars), (state["params"], tg.param_vars)):
+            for key, value in source.items():
+                variables[key].assign(value)
+        self._probe_data = {p: list(state["probe_data"].get(p, [])) for p in self._probe_data}
+        self._n_steps = state["n_steps"]
+        for node in tg.input_nodes:  # replay input processes so their streams continue
+            node.values(0, self._n_steps)
+        self.data.reset()
+        if state["closed"]:
+            self.close()
 
     # -- running -------------------------------------------------------------
     def run(self, time_in_seconds, **kwargs):
