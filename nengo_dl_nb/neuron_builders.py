@@ -4,7 +4,9 @@
 
 # %% auto #0
 __all__ = ['GenericNeuronBuilder', 'TFNeuronBuilder', 'RectifiedLinearBuilder', 'SpikingRectifiedLinearBuilder', 'SigmoidBuilder',
-           'LIFRateBuilder', 'LIFBuilder', 'SimNeuronsBuilder']
+           'LIFRateBuilder', 'LIFBuilder', 'TanhBuilder', 'AdaptiveLIFRateBuilder', 'AdaptiveLIFBuilder',
+           'IzhikevichBuilder', 'RegularSpikingBuilder', 'stateless_poisson', 'RandomSpikingBuilder',
+           'StochasticSpikingBuilder', 'PoissonSpikingBuilder', 'SimNeuronsBuilder']
 
 # %% ../nbs/05_neuron_builders.ipynb #b15ce8d5
 import nengo
@@ -60,7 +62,7 @@ class TFNeuronBuilder(OpBuilder):
         "Return `(output, {state name: new value})`."
         raise NotImplementedError
 
-# %% ../nbs/05_neuron_builders.ipynb #ed60117a
+# %% ../nbs/05_neuron_builders.ipynb #f4727366
 class RectifiedLinearBuilder(TFNeuronBuilder):
     "`output = amplitude * max(J, 0)`"
 
@@ -143,6 +145,206 @@ class LIFBuilder(LIFRateBuilder):
         refractory_time = tf.where(spiked, self.tau_ref + t_spike, refractory_time)
         return output, {"voltage": voltage, "refractory_time": refractory_time}
 
+# %% ../nbs/05_neuron_builders.ipynb #45702815
+class TanhBuilder(TFNeuronBuilder):
+    "`output = (1 / tau_ref) * tanh(J)`"
+
+    def __init__(self, ops, signals, config):
+        super().__init__(ops, signals, config)
+        self.scale = self.param("tau_ref", lambda tau_ref: 1.0 / tau_ref)
+
+    def step(self, J):
+        return self.scale * tf.tanh(J), {}
+
+# %% ../nbs/05_neuron_builders.ipynb #d488bef1
+class AdaptiveLIFRateBuilder(LIFRateBuilder):
+    "LIFRate driven by `J - n`; then `n += (dt / tau_n) * (inc_n * output - n)`."
+
+    state_names = ("adaptation",)
+
+    def __init__(self, ops, signals, config):
+        super().__init__(ops, signals, config)
+        self.inc_n = self.param("inc_n")
+        self.dt_tau_n = self.param("tau_n", lambda tau_n: self.dt / tau_n)
+
+    def adapt(self, n, output):
+        return n + self.dt_tau_n * (self.inc_n * output - n)
+
+    def step(self, J, adaptation):
+        output = self.rates(J - adaptation)
+        return output, {"adaptation": self.adapt(adaptation, output)}
+
+
+class AdaptiveLIFBuilder(LIFBuilder):
+    "Spiking LIF driven by `J - n`; then `n += (dt / tau_n) * (inc_n * output - n)`."
+
+    state_names = ("voltage", "refractory_time", "adaptation")
+
+    def __init__(self, ops, signals, config):
+        super().__init__(ops, signals, config)
+        self.inc_n = self.param("inc_n")
+        self.dt_tau_n = self.param("tau_n", lambda tau_n: self.dt / tau_n)
+
+    def step(self, J, voltage, refractory_time, adaptation):
+        output, state = super().step(J - adaptation, voltage, refractory_time)
+        state["adaptation"] = AdaptiveLIFRateBuilder.adapt(self, adaptation, output)
+        return output, state
+
+# %% ../nbs/05_neuron_builders.ipynb #6128e078
+class IzhikevichBuilder(TFNeuronBuilder):
+    "Izhikevich neurons: `v' = 0.04 v^2 + 5 v + 140 - u + J`, `u' = a (b v - u)`, reset at 30 mV."
+
+    state_names = ("voltage", "recovery")
+
+    def __init__(self, ops, signals, config):
+        super().__init__(ops, signals, config)
+        self.tau_recovery, self.coupling = self.param("tau_recovery"), self.param("coupling")
+        self.reset_voltage = self.param("reset_voltage")
+        self.reset_recovery = self.param("reset_recovery")
+        self.spike_size = tf.constant(1.0 / self.dt, dtype=signals.dtype)
+
+    def step(self, J, voltage, recovery):
+        dt = self.dt
+        J = tf.maximum(tf.constant(-30.0, J.dtype), J)
+        dV = (0.04 * tf.square(voltage) + 5 * voltage + 140 - recovery + J) * 1000
+        voltage = voltage + dV * dt
+        spiked = voltage >= 30
+        output = tf.cast(spiked, J.dtype) * self.spike_size
+        voltage = tf.where(spiked, self.reset_voltage * tf.ones_like(voltage), voltage)
+        dU = (self.tau_recovery * (self.coupling * voltage - recovery)) * 1000
+        recovery = recovery + dU * dt
+        recovery = tf.where(spiked, recovery + self.reset_recovery, recovery)
+        return output, {"voltage": voltage, "recovery": recovery}
+
+# %% ../nbs/05_neuron_builders.ipynb #c0a88a47
+class RegularSpikingBuilder(TFNeuronBuilder):
+    "Integrate the rate; spike (amplitude / dt per spike) each time the voltage passes an integer."
+
+    state_names = ("voltage",)
+
+    def __init__(self, ops, signals, config):
+        super().__init__(ops, signals, config)
+        self.spike_size = self.param("amplitude", lambda a: a / self.dt)
+
+    def step(self, J, voltage):
+        voltage = voltage + self.dt * J
+        n_spikes = tf.floor(voltage)
+        return self.spike_size * n_spikes, {"voltage": voltage - n_spikes}
+
+# %% ../nbs/05_neuron_builders.ipynb #e539c5c9
+def stateless_poisson(lam, seed, max_iterations=1000):
+    """Poisson samples with (elementwise) means `lam`, a pure function of `seed` (shape `(2,)`),
+    in ops XLA can compile. Non-finite means come back unchanged; negative ones give 0."""
+    dtype = lam.dtype
+    lam = tf.cast(lam, tf.float64)
+    shape, zeros = tf.shape(lam), tf.zeros_like(lam)
+
+    def uniform(i, n):  # n fresh uniforms per element, for iteration i
+        return tf.random.stateless_uniform(tf.concat([shape, [n]], 0),
+                                           tf.random.experimental.stateless_fold_in(seed, i),
+                                           dtype=tf.float64)
+
+    def not_all(done, *_):
+        return tf.logical_not(tf.reduce_all(done))
+
+    finite, small = tf.math.is_finite(lam), lam < 10
+
+    # Knuth: the number of uniforms whose running product stays above exp(-lam)
+    exp_neg = tf.exp(-tf.where(small, lam, zeros))
+    def knuth(i, done, count, prod):
+        prod = prod * uniform(i, 1)[..., 0]
+        stop = prod <= exp_neg
+        return i + 1, done | stop, tf.where(done | stop, count, count + 1), prod
+    _, _, small_count, _ = tf.while_loop(
+        lambda i, *rest: not_all(*rest), knuth,
+        (tf.constant(0, tf.int64), ~(small & finite), zeros, tf.ones_like(lam)),
+        maximum_iterations=max_iterations)
+
+    # PTRS (Hörmann 1993): a transformed uniform, accepted or rejected
+    rate = tf.where(small | ~finite, 10 * tf.ones_like(lam), lam)
+    log_rate = tf.math.log(rate)
+    b = 0.931 + 2.53 * tf.sqrt(rate)
+    a = -0.059 + 0.02483 * b
+    inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
+    vr = 0.9277 - 3.6224 / (b - 2)
+    def ptrs(i, done, count):
+        uv = uniform(i, 2)
+        u, v = uv[..., 0] - 0.5, uv[..., 1]
+        us = 0.5 - tf.abs(u)
+        k = tf.floor((2 * a / us + b) * u + rate + 0.43)
+        quick = (us >= 0.07) & (v <= vr)
+        reject = (k < 0) | ((us < 0.013) & (v > us))
+        s = tf.math.log(v * inv_alpha / (a / (us * us) + b))
+        t = -rate + k * log_rate - tf.math.lgamma(k + 1)
+        accept = ~done & (quick | (~reject & (s <= t)))
+        return i + 1, done | accept, tf.where(accept, k, count)
+    _, _, large_count = tf.while_loop(
+        lambda i, *rest: not_all(*rest), ptrs,
+        (tf.constant(1 << 20, tf.int64), small | ~finite, zeros),
+        maximum_iterations=max_iterations)
+
+    return tf.cast(tf.where(finite, tf.where(small, small_count, large_count), lam), dtype)
+
+# %% ../nbs/05_neuron_builders.ipynb #44eff053
+class RandomSpikingBuilder(TFNeuronBuilder):
+    """Base for the random rates-to-spikes wrappers: the per-step seed (`step_seed`, set by
+    `build_step` before `step` runs) and the base types' sign handling."""
+
+    def __init__(self, ops, signals, config):
+        super().__init__(ops, signals, config)
+        self.spike_size = self.param("amplitude", lambda a: a / self.dt)
+        negative = [bool(op.neurons.negative) for op in ops]
+        self.negative = (negative[0] if all(n == negative[0] for n in negative)
+                         else tf.constant(np.repeat(negative, self.sizes)[None]))
+        self.seed = tf.Variable(np.int64(0), trainable=False, name="neurons_seed")
+        self.counter = signals.make_internal(f"neurons.step{len(signals.base_size)}", (2,))
+        self.step_seed = None
+
+    def build_post(self, ops, signals, rng):
+        self.seed.assign(rng.randint(np.iinfo(np.int32).max))
+
+    def build_step(self, signals):
+        count = signals.gather(self.counter)  # (minibatch, 2): steps mod 2^24, wraps
+        low = count[:, 0] + 1
+        wrap = low >= 2 ** 24
+        signals.scatter(self.counter, tf.stack(
+            [tf.where(wrap, tf.zeros_like(low), low), count[:, 1] + tf.cast(wrap, low.dtype)], axis=1))
+        step = tf.cast(low[0], tf.int64) + tf.cast(count[0, 1], tf.int64) * 2 ** 24
+        self.step_seed = tf.stack([self.seed, step])
+        return super().build_step(signals)
+
+    def magnitude(self, J):
+        "The rate whose spikes we draw: `|J|` for base types that can be negative."
+        if isinstance(self.negative, bool):
+            return tf.abs(J) if self.negative else J
+        return tf.where(self.negative, tf.abs(J), J)
+
+    def signed(self, spikes, J):
+        "Spikes carry the sign of the rate for base types that can be negative."
+        if isinstance(self.negative, bool):
+            return spikes * tf.sign(J) if self.negative else spikes
+        return tf.where(self.negative, spikes * tf.sign(J), spikes)
+
+# %% ../nbs/05_neuron_builders.ipynb #e0c1ea2f
+class StochasticSpikingBuilder(RandomSpikingBuilder):
+    "`floor(dt * rate)` spikes, plus one with probability `frac(dt * rate)`."
+
+    def step(self, J):
+        expected = self.dt * self.magnitude(J)
+        n_spikes = tf.where(expected < 0, tf.math.ceil(expected), tf.floor(expected))  # np.modf
+        frac = expected - n_spikes
+        uniform = tf.random.stateless_uniform(tf.shape(J), self.step_seed, dtype=J.dtype)
+        n_spikes = n_spikes + tf.cast(uniform < frac, J.dtype)
+        return self.signed(self.spike_size * n_spikes, J), {}
+
+
+class PoissonSpikingBuilder(RandomSpikingBuilder):
+    "A Poisson number of spikes with mean `dt * rate`."
+
+    def step(self, J):
+        n_spikes = stateless_poisson(self.magnitude(J) * self.dt, self.step_seed)
+        return self.signed(self.spike_size * n_spikes, J), {}
+
 # %% ../nbs/05_neuron_builders.ipynb #fbfa0f06
 @Builder.register(SimNeurons)
 class SimNeuronsBuilder(OpBuilder):
@@ -154,6 +356,12 @@ class SimNeuronsBuilder(OpBuilder):
         nengo.neurons.Sigmoid: SigmoidBuilder,
         nengo.neurons.LIFRate: LIFRateBuilder,
         nengo.neurons.LIF: LIFBuilder,
+        nengo.neurons.Tanh: TanhBuilder,
+        nengo.neurons.AdaptiveLIFRate: AdaptiveLIFRateBuilder,
+        nengo.neurons.AdaptiveLIF: AdaptiveLIFBuilder,
+        nengo.neurons.Izhikevich: IzhikevichBuilder,
+        nengo.neurons.RegularSpiking: RegularSpikingBuilder,
+        nengo.neurons.StochasticSpiking: StochasticSpikingBuilder,
     }
 
     def __init__(self, ops, signals, config):

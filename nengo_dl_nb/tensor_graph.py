@@ -18,6 +18,8 @@ from nengo.builder.processes import SimProcess
 from nengo.exceptions import BuildError, SimulationError
 
 from . import neuron_builders, op_builders, process_builders  # noqa: F401 (registers builders)
+from . import learning_rule_builders  # noqa: F401 (registers builders)
+from . import transform_builders  # noqa: F401 (registers builders)
 from .builder import Builder, BuildConfig
 from .config import get_setting
 from .graph_optimizer import greedy_planner, order_signals

@@ -1,0 +1,155 @@
+"""Native learning rule builders (PES, BCM, Oja, Voja, RLS) against nengo.Simulator."""
+import nengo
+import numpy as np
+import pytest
+import tensorflow as tf
+from nengo.builder.learning_rules import SimBCM, SimOja, SimPES, SimRLS, SimVoja
+
+import nengo_dl_nb
+from nengo_dl_nb import learning_rule_builders as lrb
+from conftest import run_both
+
+RULE_OPS = {"pes": SimPES, "bcm": SimBCM, "oja": SimOja, "voja": SimVoja, "rls": SimRLS}
+
+
+def stim_fn(t):
+    return [np.sin(8 * t), np.cos(5 * t)]
+
+
+def learning_net(rule, neuron_type=None, seed=3, stim=stim_fn):
+    """A small network learning with `rule`; returns (net, probes, stim node).
+
+    Each network holds two learning connections of the rule (with different rates) so
+    that merged groups with per-op constants are exercised."""
+    neuron_type = nengo.LIF() if neuron_type is None else neuron_type
+    with nengo.Network(seed=seed) as net:
+        net.config[nengo.Ensemble].neuron_type = neuron_type
+        u = nengo.Node(stim)
+        a = nengo.Ensemble(40, 2, max_rates=nengo.dists.Uniform(100, 200))
+        nengo.Connection(u, a)
+        probes = []
+        if rule in ("pes", "rls"):
+            for i, rate in enumerate([1e-3, 3e-3] if rule == "rls" else [3e-4, 1e-3]):
+                b = nengo.Ensemble(30, 2)
+                rule_type = nengo.PES(rate) if rule == "pes" else nengo.RLS(rate)
+                conn = nengo.Connection(a, b, function=lambda x: [0, 0],
+                                        learning_rule_type=rule_type)
+                err = nengo.Node(size_in=2)
+                nengo.Connection(b, err)
+                nengo.Connection(u, err, transform=-1)
+                nengo.Connection(err, conn.learning_rule)
+                probes += [nengo.Probe(b, synapse=0.02), nengo.Probe(conn, "weights")]
+            # PES on a neuron -> neuron connection (error projected through encoders)
+            if rule == "pes":
+                c = nengo.Ensemble(25, 2)
+                conn = nengo.Connection(a.neurons, c.neurons, transform=np.zeros((25, 40)),
+                                        learning_rule_type=nengo.PES(1e-4))
+                nengo.Connection(u, conn.learning_rule, transform=-1)
+                probes += [nengo.Probe(c, synapse=0.02), nengo.Probe(conn, "weights")]
+        elif rule in ("bcm", "oja"):
+            for rate in [1e-9, 3e-9] if rule == "bcm" else [1e-6, 4e-6]:
+                b = nengo.Ensemble(30, 2)
+                rng = np.random.RandomState(len(probes))
+                rule_type = (nengo.BCM(rate) if rule == "bcm"
+                             else nengo.Oja(rate, beta=0.5 + len(probes)))
+                conn = nengo.Connection(a.neurons, b.neurons,
+                                        transform=rng.uniform(-2e-3, 2e-3, (30, 40)),
+                                        learning_rule_type=rule_type)
+                probes += [nengo.Probe(b, synapse=0.02), nengo.Probe(conn, "weights")]
+        elif rule == "voja":
+            learn = nengo.Node(lambda t: 1.0 if t < 0.2 else 0.0)
+            for rate in [1e-2, 5e-2]:
+                b = nengo.Ensemble(30, 2, radius=1.5)
+                conn = nengo.Connection(a, b, learning_rule_type=nengo.Voja(rate))
+                nengo.Connection(learn, conn.learning_rule, synapse=None)
+                probes += [nengo.Probe(b, synapse=0.02),
+                           nengo.Probe(conn.learning_rule, "scaled_encoders")]
+    return net, probes, u
+
+
+RULES = list(RULE_OPS)
+
+
+def native_groups(sim, rule):
+    "The op builders the simulation built for `rule`'s operator."
+    return [b for ops, b in sim.tensor_graph.builder.op_builds.items()
+            if isinstance(ops[0], RULE_OPS[rule])]
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_float64_matches_nengo(rule):
+    net, probes, _ = learning_net(rule)
+    ref, sim = run_both(net, 300, dtype=tf.float64)
+    groups = native_groups(sim, rule)
+    # the two learning connections of one shape merged into one native group (PES's
+    # neuron -> neuron connection has another shape: a group of its own)
+    assert sorted(len(g.ops) for g in groups) == ([1, 2] if rule == "pes" else [2])
+    assert all(isinstance(g, lrb.LearningRuleBuilder) for g in groups)
+    for p in probes:
+        assert np.ptp(ref.data[p]) > 0, p
+        np.testing.assert_allclose(sim.data[p], ref.data[p], atol=1e-8, rtol=1e-8,
+                                   err_msg=str(p))
+    # the weights really moved (the rule did something to compare)
+    w = ref.data[probes[1]]
+    assert np.max(np.abs(w[-1] - w[0])) > 1e-6
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_float32_close_to_nengo(rule):
+    # rate neurons: no spike-timing flips, so float32 rounding stays small
+    net, probes, _ = learning_net(rule, neuron_type=nengo.LIFRate())
+    ref, sim = run_both(net, 300)
+    for p in probes:
+        scale = np.max(np.abs(ref.data[p]))
+        np.testing.assert_allclose(sim.data[p], ref.data[p], atol=2e-4 * scale, rtol=1e-3,
+                                   err_msg=str(p))
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_compiles_with_xla(rule):
+    net, probes, _ = learning_net(rule)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        assert not sim.tensor_graph.uses_python
+        assert sim.tensor_graph.jit_compile
+        sim.run_steps(20)
+        assert np.all(np.isfinite(sim.data[probes[0]]))
+
+
+@pytest.mark.parametrize("rule", ["pes", "voja", "rls"])
+def test_minibatch_items_learn_independently(rule):
+    n = 200
+    t = np.arange(1, n + 1)[:, None] * 0.001
+    inputs = [np.hstack([np.sin(8 * t), np.cos(5 * t)]),
+              np.hstack([0.5 * np.cos(3 * t), -np.sin(6 * t)])]
+    net, probes, u = learning_net(rule, neuron_type=nengo.LIFRate(), stim=[0, 0])
+    with net:
+        nengo_dl_nb.configure_settings(dtype=tf.float64)
+    with nengo_dl_nb.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
+        sim.run_steps(n, data={u: np.stack(inputs)})
+        batched = [sim.data[p] for p in probes]
+    for i, x in enumerate(inputs):
+        with nengo_dl_nb.Simulator(net, progress_bar=False) as single:
+            single.run_steps(n, data={u: x[None]})
+            for p, b in zip(probes, batched):
+                np.testing.assert_allclose(b[i], single.data[p], atol=1e-10, err_msg=str(p))
+    # the two items saw different inputs, so they learned different weights
+    w = probes[1]
+    assert np.max(np.abs(batched[1][0, -1] - batched[1][1, -1])) > 1e-6, w
+
+
+def test_different_shapes_do_not_merge():
+    with nengo.Network(seed=0) as net:
+        a = nengo.Ensemble(20, 1)
+        errs = []
+        for n in (10, 15):
+            b = nengo.Ensemble(n, 1)
+            conn = nengo.Connection(a, b, learning_rule_type=nengo.PES())
+            err = nengo.Node(size_in=1)
+            nengo.Connection(err, conn.learning_rule)
+            errs.append(err)
+        conn = nengo.Connection(a.neurons, b.neurons, transform=np.zeros((15, 20)),
+                                learning_rule_type=nengo.PES())
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        groups = native_groups(sim, "pes")
+        # decoded (1 x 20) PES ops merge; the neuron (15 x 20) one is its own group
+        assert sorted(len(g.ops) for g in groups) == [1, 2]
