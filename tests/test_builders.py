@@ -1,4 +1,5 @@
-"""Native builders against Nengo's own step functions on random inputs."""
+"""Planners: every plan respects dependencies and gives nengo.Simulator's outputs.
+(Neuron builders against Nengo's own step functions: test_neuron_types.py.)"""
 import nengo
 import numpy as np
 import pytest
@@ -6,39 +7,6 @@ import tensorflow as tf
 
 import nengo_dl_nb
 from nengo_dl_nb.graph_optimizer import check_plan, greedy_planner, noop_planner
-
-
-@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
-@pytest.mark.parametrize("neuron_type", [
-    nengo.LIF(), nengo.LIF(tau_rc=0.05, tau_ref=0.001, min_voltage=-1, amplitude=0.5),
-    nengo.LIFRate(amplitude=2), nengo.RectifiedLinear(amplitude=0.3),
-    nengo.SpikingRectifiedLinear(amplitude=2), nengo.Sigmoid(tau_ref=0.01)])
-def test_neurons_match_nengo_step(neuron_type, dtype):
-    """Drive a population with random currents through a Node and compare the neuron
-    output with Nengo's own `step` applied to the same currents."""
-    n, steps, dt = 20, 100, 0.001
-    rng = np.random.RandomState(0)
-    currents = rng.uniform(-2, 6, size=(steps, n))
-    with nengo.Network(seed=0) as net:
-        nengo_dl_nb.configure_settings(dtype=dtype)
-        drive = nengo.Node(lambda t: currents[int(round(t / dt)) - 1])
-        ens = nengo.Ensemble(n, 1, neuron_type=neuron_type, gain=np.ones(n), bias=np.zeros(n))
-        nengo.Connection(drive, ens.neurons, synapse=None)
-        p = nengo.Probe(ens.neurons)
-    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
-        state = {k: np.array(sim.signals[sim.model.sig[ens.neurons][k]], dtype=np.float64)
-                 for k in neuron_type.state}
-        sim.run_steps(steps)
-    expected = np.zeros((steps, n))
-    for i in range(steps):
-        neuron_type.step(dt, currents[i], expected[i], **state)
-    tol = dict(rtol=1e-5, atol=1e-3) if dtype == tf.float32 else dict(rtol=1e-10, atol=1e-10)
-    if neuron_type.spiking and dtype == tf.float32:
-        # float32 spike times may shift by a step; compare spike counts
-        np.testing.assert_allclose(sim.data[p].sum(0), expected.sum(0),
-                                   atol=2 * neuron_type.amplitude / dt)
-    else:
-        np.testing.assert_allclose(sim.data[p], expected, **tol)
 
 
 def random_network(seed):

@@ -12,6 +12,9 @@ DT = 0.001
 
 # (neuron type, scale of the random currents)
 DETERMINISTIC = [
+    (nengo.LIF(), 1), (nengo.LIF(tau_rc=0.05, tau_ref=0.001, min_voltage=-1, amplitude=0.5), 1),
+    (nengo.LIFRate(amplitude=2), 1), (nengo.RectifiedLinear(amplitude=0.3), 1),
+    (nengo.SpikingRectifiedLinear(amplitude=2), 1), (nengo.Sigmoid(tau_ref=0.01), 1),
     (nengo.Tanh(), 1), (nengo.Tanh(tau_ref=0.01), 1),
     (nengo.AdaptiveLIFRate(), 5),
     (nengo.AdaptiveLIFRate(tau_n=0.1, inc_n=0.1, tau_rc=0.05, tau_ref=0.001, amplitude=0.5), 5),
