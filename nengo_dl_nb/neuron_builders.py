@@ -362,6 +362,7 @@ class SimNeuronsBuilder(OpBuilder):
         nengo.neurons.Izhikevich: IzhikevichBuilder,
         nengo.neurons.RegularSpiking: RegularSpikingBuilder,
         nengo.neurons.StochasticSpiking: StochasticSpikingBuilder,
+        nengo.neurons.PoissonSpiking: PoissonSpikingBuilder,
     }
 
     def __init__(self, ops, signals, config):

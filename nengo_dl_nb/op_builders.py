@@ -273,7 +273,7 @@ class SimPyFuncBuilder(OpBuilder):
         self.outputs = [signals[op.output] for op in ops if op.output is not None]
 
     def _step(self, t, *xs):
-        t = float(np.round(float(np.ravel(t)[0]) / self.dt) * self.dt) if self.time is not None else None
+        t = float(np.ravel(t)[0]) if self.time is not None else None
         mb = self.config.minibatch_size
         results = [np.zeros(o.full_shape, dtype=self.out_dtype) for o in self.outputs]
         x_iter, out_i = iter(xs), 0

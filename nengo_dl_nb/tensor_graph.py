@@ -31,8 +31,8 @@ from .utils import np_dtype
 class InputNode:
     "Computes the outputs of a Node with no input for steps `start+1 .. start+n`."
 
-    def __init__(self, node, signal, dt):
-        self.node, self.signal, self.dt = node, signal, dt
+    def __init__(self, node, signal, dt, dtype=np.float64):
+        self.node, self.signal, self.dt, self.dtype = node, signal, dt, np.dtype(dtype)
         self.size = node.size_out
         self.process_step = None
 
@@ -54,7 +54,7 @@ class InputNode:
                 values[i] = np.reshape(self.process_step(t), self.size)
             return values
         if callable(output):
-            for i, t in enumerate(times):
+            for i, t in enumerate(times.astype(self.dtype).tolist()):
                 values[i] = check_output(output, output(t), self.size)
             return values
         return np.broadcast_to(np.reshape(output, (1, self.size)), (n, self.size))
@@ -117,7 +117,7 @@ class TensorGraph:
         "Note the model's input nodes, and drop the operators that compute their output."
         nodes = [obj for obj in self.model.sig if isinstance(obj, nengo.Node)
                  and obj.size_in == 0 and obj.size_out > 0 and obj.output is not None]
-        self.input_nodes = [InputNode(n, self.model.sig[n]["out"], self.dt) for n in nodes]
+        self.input_nodes = [InputNode(n, self.model.sig[n]["out"], self.dt, np_dtype(self.dtype)) for n in nodes]
         outputs = {n.signal for n in self.input_nodes}
 
         def computes_input(op):

@@ -123,11 +123,11 @@ def test_parameters_differ_per_ensemble(make_type):
 
 # -- random spiking types --------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def native_poisson(monkeypatch):
-    "PoissonSpiking is native only on request (see the neuron_builders notebook): request it."
-    monkeypatch.setitem(SimNeuronsBuilder.TF_NEURON_IMPL, nengo.PoissonSpiking,
-                        PoissonSpikingBuilder)
+def test_random_types_are_native():
+    "The statistics tests below exercise our builders, not the generic Python fallback."
+    for wrapper in (nengo.PoissonSpiking, nengo.StochasticSpiking):
+        assert SimNeuronsBuilder.TF_NEURON_IMPL[wrapper] is not GenericNeuronBuilder
+    assert SimNeuronsBuilder.TF_NEURON_IMPL[nengo.PoissonSpiking] is PoissonSpikingBuilder
 
 
 def random_net(wrapper, base, J, n_per_value, dtype=tf.float32):
