@@ -18,3 +18,5 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from .builder import Builder, BuildConfig, NengoBuilder, NengoModel, OpBuilder
 from .config import configure_settings, get_setting
 from .simulator import Simulator
+from . import dists, neurons, objectives
+from .neurons import SoftLIFRate

@@ -22,6 +22,10 @@ class GenericNeuronBuilder(GenericOpBuilder):
     """Neuron types without a TensorFlow implementation: Nengo's own `step`, in Python,
     for each minibatch item (slow, and not differentiable)."""
 
+    def not_differentiable(self):
+        return (f"{type(self.ops[0].neurons).__name__} neurons have no TensorFlow "
+                "implementation, so no gradient")
+
 # %% ../nbs/05_neuron_builders.ipynb #a411bc8c
 class TFNeuronBuilder(OpBuilder):
     "Base for native neuron builders: gathers J and the state, calls `step`, writes back."
@@ -53,7 +57,8 @@ class TFNeuronBuilder(OpBuilder):
     def build_step(self, signals):
         J = signals.gather(self.J)
         state = {name: signals.gather(sig) for name, sig in self.states.items()}
-        output, state = self.step(J, **state)
+        training = getattr(signals, "training", False)
+        output, state = (self.training_step if training else self.step)(J, **state)
         signals.scatter(self.output, output)
         for name, value in state.items():
             signals.scatter(self.states[name], value)
@@ -61,6 +66,15 @@ class TFNeuronBuilder(OpBuilder):
     def step(self, J, **state):
         "Return `(output, {state name: new value})`."
         raise NotImplementedError
+
+    def training_step(self, J, **state):
+        """The differentiable form used in training mode: rate types are their own; spiking
+        types override this with their rate approximation."""
+        return self.step(J, **state)
+
+    def not_differentiable(self):
+        "Why this group cannot be trained through (None when it can)."
+        return None
 
 # %% ../nbs/05_neuron_builders.ipynb #f4727366
 class RectifiedLinearBuilder(TFNeuronBuilder):
@@ -87,6 +101,9 @@ class SpikingRectifiedLinearBuilder(TFNeuronBuilder):
         voltage = voltage + tf.nn.relu(J) * self.dt
         n_spikes = tf.floor(voltage)
         return self.spike_size * n_spikes, {"voltage": voltage - n_spikes}
+
+    def training_step(self, J, voltage):  # RectifiedLinear
+        return self.spike_size * self.dt * tf.nn.relu(J), {}
 
 
 class SigmoidBuilder(TFNeuronBuilder):
@@ -145,6 +162,17 @@ class LIFBuilder(LIFRateBuilder):
         refractory_time = tf.where(spiked, self.tau_ref + t_spike, refractory_time)
         return output, {"voltage": voltage, "refractory_time": refractory_time}
 
+    def training_rates(self, J):
+        "LIFRate, or SoftLIFRate when `lif_smoothing` is configured."
+        sigma = self.config.lif_smoothing
+        if not sigma:
+            return self.rates(J)
+        from nengo_dl_nb.neurons import soft_lif_rate  # the neurons module builds on this one
+        return soft_lif_rate(J, sigma, self.tau_rc, self.tau_ref, self.amplitude)
+
+    def training_step(self, J, voltage, refractory_time):
+        return self.training_rates(J), {}
+
 # %% ../nbs/05_neuron_builders.ipynb #45702815
 class TanhBuilder(TFNeuronBuilder):
     "`output = (1 / tau_ref) * tanh(J)`"
@@ -190,6 +218,10 @@ class AdaptiveLIFBuilder(LIFBuilder):
         state["adaptation"] = AdaptiveLIFRateBuilder.adapt(self, adaptation, output)
         return output, state
 
+    def training_step(self, J, voltage, refractory_time, adaptation):  # AdaptiveLIFRate
+        output = self.training_rates(J - adaptation)
+        return output, {"adaptation": AdaptiveLIFRateBuilder.adapt(self, adaptation, output)}
+
 # %% ../nbs/05_neuron_builders.ipynb #6128e078
 class IzhikevichBuilder(TFNeuronBuilder):
     "Izhikevich neurons: `v' = 0.04 v^2 + 5 v + 140 - u + J`, `u' = a (b v - u)`, reset at 30 mV."
@@ -216,6 +248,10 @@ class IzhikevichBuilder(TFNeuronBuilder):
         recovery = tf.where(spiked, recovery + self.reset_recovery, recovery)
         return output, {"voltage": voltage, "recovery": recovery}
 
+    def not_differentiable(self):
+        return ("Izhikevich neurons have no differentiable rate approximation (train with a "
+                "rate type such as LIFRate, then swap the Izhikevich neurons in)")
+
 # %% ../nbs/05_neuron_builders.ipynb #c0a88a47
 class RegularSpikingBuilder(TFNeuronBuilder):
     "Integrate the rate; spike (amplitude / dt per spike) each time the voltage passes an integer."
@@ -230,6 +266,9 @@ class RegularSpikingBuilder(TFNeuronBuilder):
         voltage = voltage + self.dt * J
         n_spikes = tf.floor(voltage)
         return self.spike_size * n_spikes, {"voltage": voltage - n_spikes}
+
+    def training_step(self, J, voltage):  # the base type's rates, times the amplitude
+        return self.spike_size * self.dt * J, {}
 
 # %% ../nbs/05_neuron_builders.ipynb #e539c5c9
 def stateless_poisson(lam, seed, max_iterations=1000):
@@ -313,6 +352,9 @@ class RandomSpikingBuilder(TFNeuronBuilder):
         self.step_seed = tf.stack([self.seed, step])
         return super().build_step(signals)
 
+    def training_step(self, J):  # the base type's rates, times the amplitude
+        return self.spike_size * self.dt * J, {}
+
     def magnitude(self, J):
         "The rate whose spikes we draw: `|J|` for base types that can be negative."
         if isinstance(self.negative, bool):
@@ -375,6 +417,9 @@ class SimNeuronsBuilder(OpBuilder):
 
     def build_post(self, ops, signals, rng):
         self.built_neurons.build_post(ops, signals, rng)
+
+    def not_differentiable(self):
+        return self.built_neurons.not_differentiable()
 
     @staticmethod
     def mergeable(x, y):

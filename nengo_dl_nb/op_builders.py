@@ -299,6 +299,11 @@ class SimPyFuncBuilder(OpBuilder):
             signals.scatter(sig, out)
         return [outs[-1]]
 
+    def not_differentiable(self):
+        names = ", ".join(sorted({function_name(op.fn, sanitize=False) for op in self.ops}))
+        return (f"it calls the Python function(s) {names}, which TensorFlow cannot "
+                "differentiate")
+
     @staticmethod
     def mergeable(x, y):
         return True
@@ -306,6 +311,12 @@ class SimPyFuncBuilder(OpBuilder):
 # %% ../nbs/04_op_builders.ipynb #87b9188a
 class GenericOpBuilder(OpBuilder):
     "Run a group of operators with their own `make_step`, in Python, per minibatch item."
+
+    def not_differentiable(self):
+        op = self.ops[0]
+        kind = type(getattr(op, "neurons", getattr(op, "process", op))).__name__
+        return (f"it runs Nengo's Python implementation of {kind} (no TensorFlow builder), "
+                "which has no gradient")
 
     def __init__(self, ops, signals, config):
         super().__init__(ops, signals, config)

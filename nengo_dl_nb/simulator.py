@@ -15,12 +15,15 @@ import tensorflow as tf
 from nengo.cache import get_default_decoder_cache
 from nengo.exceptions import (ReadonlyError, SimulationError, SimulatorClosed,
                               ValidationError)
+from nengo.builder.connection import BuiltConnection
+from nengo.builder.ensemble import BuiltEnsemble
 from nengo.utils.progress import Progress, ProgressTracker
 
 from .builder import NengoModel
 from .config import get_setting
 from .op_builders import python_errors
 from .tensor_graph import TensorGraph
+from .utils import np_dtype
 
 # %% ../nbs/30_simulator.ipynb #c51b3875
 class SimulationData(Mapping):
@@ -43,7 +46,24 @@ class SimulationData(Mapping):
                 value.setflags(write=False)
                 self._cache[obj] = value
             return self._cache[obj]
-        return sim.model.params[obj]
+        params = sim.model.params[obj]
+        if getattr(sim, "_params_changed", False) and isinstance(
+                params, (BuiltEnsemble, BuiltConnection)):
+            if obj not in self._cache:
+                self._cache[obj] = self._live(obj, params)
+            return self._cache[obj]
+        return params
+
+    def _live(self, obj, params):
+        "Built parameters with the trained values in place of the built ones."
+        live = self.sim._live_params(obj)
+        if isinstance(params, BuiltConnection):
+            return params._replace(weights=live["weights"]) if "weights" in live else params
+        if isinstance(obj.neuron_type, nengo.Direct):
+            return params
+        scaled = live["encoders"]
+        return params._replace(scaled_encoders=scaled, bias=live.get("bias", params.bias),
+                               encoders=scaled * obj.radius / np.asarray(params.gain)[:, None])
 
     def get_params(self, *obj_attrs):
         "Current values of `(object, attribute)` parameters, e.g. `(conn, 'weights')`."
@@ -140,6 +160,8 @@ class Simulator:
             else:
                 seed = np.random.randint(np.iinfo(np.int32).max)
         self.seed = seed
+        self._training_step = 0
+        self._params_changed = False  # True once training or loading changed parameters
         self.closed = False
         self.reset(seed=seed)
 
@@ -166,7 +188,7 @@ class Simulator:
     @property
     def training_step(self):
         "The number of training iterations that have been executed."
-        return 0
+        return self._training_step
 
     def __enter__(self):
         if self.closed:
@@ -206,6 +228,8 @@ class Simulator:
         self.tensor_graph.reset_state()
         if include_trainable:
             self.tensor_graph.reset_params()
+            self._params_changed = False
+            self.data.reset()
         if include_probes:
             self.clear_probes()
         self.tensor_graph.build_post(np.random.RandomState(self.seed))
@@ -239,7 +263,7 @@ class Simulator:
             "optimize": self.optimize, "closed": self.closed, "n_steps": self._n_steps,
             "state": {k: v.numpy() for k, v in tg.state_vars.items()},
             "params": {k: v.numpy() for k, v in tg.param_vars.items()},
-            "probe_data": self._probe_data,
+            "probe_data": self._probe_data, "training_step": self._training_step,
         }
 
     def __setstate__(self, state):
@@ -253,6 +277,7 @@ class Simulator:
                 variables[key].assign(value)
         self._probe_data = {p: list(state["probe_data"].get(p, [])) for p in self._probe_data}
         self._n_steps = state["n_steps"]
+        self._training_step = state.get("training_step", 0)
         for node in tg.input_nodes:  # replay input processes so their streams continue
             node.values(0, self._n_steps)
         self.data.reset()
@@ -356,3 +381,513 @@ class Simulator:
                     "(minibatch_size, n_steps, node.size_out)", attr="data", obj=self)
             checked[obj] = values
         return checked
+
+# %% ../nbs/30_simulator.ipynb #9ef48617
+import inspect
+import os
+
+
+def _patch(fn):
+    "Add `fn` to `Simulator` as a method (so this notebook can explain the class in parts)."
+    setattr(Simulator, fn.__name__, fn)
+    return fn
+
+
+def _n_args(fn, have_targets):
+    """How many arguments to call `fn` with: 2 (output, target) when it requires two, 1 when
+    it requires one, and for one required plus optional ones, 2 if there are targets."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return 2 if have_targets else 1
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    if len(required) >= 2:
+        return 2
+    optional = len(positional) > len(required) or any(p.kind == p.VAR_POSITIONAL for p in params)
+    return 2 if optional and have_targets else 1
+
+
+@_patch
+def _batch_data(self, data):
+    """Validate `data` (dict of input Node / Probe -> array, or an int number of steps);
+    returns `(n_steps, batch_size, inputs, targets)`."""
+    mb = self.minibatch_size
+    if isinstance(data, (int, np.integer)) and not isinstance(data, bool):
+        if data < 1:
+            raise ValidationError(f"Must be a positive number of steps (got {data})",
+                                  attr="data", obj=self)
+        return int(data), mb, {}, {}
+    if not isinstance(data, Mapping) or not data:
+        raise ValidationError("Must be a dict mapping input Nodes and Probes to arrays of shape "
+                              "(batch_size, n_steps, size), or an int number of steps",
+                              attr="data", obj=self)
+    input_nodes = {n.node for n in self.tensor_graph.input_nodes}
+    inputs, targets, shapes = {}, {}, set()
+    for obj, values in data.items():
+        values = np.asarray(values)
+        if isinstance(obj, nengo.Probe) and obj in self.model.probes:
+            size, kind = self.model.sig[obj]["in"].size, targets
+        elif isinstance(obj, nengo.Node) and obj in input_nodes:
+            size, kind = obj.size_out, inputs
+        else:
+            raise ValidationError(f"{obj} is neither an input Node (size_in=0) nor a Probe of "
+                                  "this model", attr="data", obj=self)
+        if values.ndim != 3 or values.shape[2] != size:
+            raise ValidationError(f"data for {obj} has shape {values.shape}, expected "
+                                  f"(batch_size, n_steps, {size})", attr="data", obj=self)
+        shapes.add(values.shape[:2])
+        kind[obj] = values
+    if len(shapes) > 1:
+        raise ValidationError(f"All data must have the same batch size and number of steps "
+                              f"(got {sorted(shapes)})", attr="data", obj=self)
+    batch_size, n_steps = shapes.pop()
+    if batch_size % mb:
+        raise ValidationError(f"The batch size ({batch_size}) must be a multiple of "
+                              f"minibatch_size ({mb})", attr="data", obj=self)
+    return n_steps, batch_size, inputs, targets
+
+
+@_patch
+def _objective(self, objective, targets, none="output"):
+    """Normalise an objective / outputs dict to a tuple of `(probes, fn, n_args, is_tuple)`
+    (the default: mean squared error on every probe with targets). A None function means
+    the probe's raw output (`none="output"`, run_batch), that the targets are the output
+    gradient (`"gradient"`, train), or is an error (`"error"`, loss)."""
+    from nengo_dl_nb.objectives import mse
+    if objective is None:
+        if not targets:
+            raise ValidationError("No objective given and no Probe targets in data to apply "
+                                  "the default (mse) to", attr="objective", obj=self)
+        objective = {p: mse for p in targets}
+    if not isinstance(objective, Mapping):
+        raise ValidationError("Must be a dict mapping Probes (or tuples of Probes) to functions",
+                              attr="objective", obj=self)
+    spec = []
+    for key, fn in objective.items():
+        is_tuple = isinstance(key, tuple)
+        probes = key if is_tuple else (key,)
+        for p in probes:
+            if p not in self.model.probes:
+                raise ValidationError(f"{p} is not a Probe of this model", attr="objective",
+                                      obj=self)
+        if fn is None and none == "error":
+            raise ValidationError(f"The objective for {key} is None; give a function",
+                                  attr="objective", obj=self)
+        if fn is not None and not callable(fn):
+            raise ValidationError(f"The objective for {key} must be callable (got {fn!r})",
+                                  attr="objective", obj=self)
+        if fn is None:
+            n_args = 2 if none == "gradient" else 1
+        else:
+            n_args = _n_args(fn, all(p in targets for p in probes))
+        missing = [p for p in probes if p not in targets]
+        if n_args == 2 and missing:
+            raise ValidationError(f"{missing[0]} needs targets in data for its objective",
+                                  attr="data", obj=self)
+        spec.append((probes, fn, n_args, is_tuple))
+    return tuple(spec)
+
+
+@_patch
+def _batches(self, batch_size, shuffle, rng):
+    "Index arrays of the minibatches of one epoch."
+    order = rng.permutation(batch_size) if shuffle else np.arange(batch_size)
+    mb = self.minibatch_size
+    return [order[i:i + mb] for i in range(0, batch_size, mb)]
+
+
+def _blocks(n_steps, truncation):
+    "`(start, end)` of the truncation blocks of a run."
+    if truncation is None:
+        return [(0, n_steps)]
+    if int(truncation) < 1:
+        raise ValidationError(f"Must be a positive number of steps (got {truncation})",
+                              attr="truncation")
+    return [(s, min(s + int(truncation), n_steps)) for s in range(0, n_steps, int(truncation))]
+
+
+def _no_extra(obj, **extras):
+    for name, value in extras.items():
+        if value is not None:
+            raise ValidationError(
+                f"{name} has no meaning here: the simulation has no session to feed or fetch "
+                "arbitrary tensors from. Feed inputs through `data`; compute extra values from "
+                "probe outputs with the functions in `outputs`/`objective`",
+                attr=name, obj=obj)
+
+# %% ../nbs/30_simulator.ipynb #a6f5cad9
+@_patch
+def run_batch(self, data, outputs, extra_feeds=None, extra_fetches=None, n_epochs=1,
+              truncation=None, shuffle=False, profile=False, training=False, callback=None,
+              combine=np.stack, isolate_state=True):
+    """Run the simulation on batches of `data`, applying `outputs` (dict of Probe or tuple of
+    Probes -> function of output (and target), or None for the raw output) to each minibatch
+    (and truncation block); returns `{key: combine(values)}`."""
+    self._check_open("run")
+    _no_extra(self, extra_feeds=extra_feeds, extra_fetches=extra_fetches)
+    n_steps, batch_size, inputs, targets = self._batch_data(data)
+    spec = self._objective(outputs, targets)
+    blocks = _blocks(n_steps, truncation)
+    tg = self.tensor_graph
+    saved = {k: v.numpy() for k, v in tg.state_vars.items()} if isolate_state else None
+    rng = np.random.RandomState(self.seed)
+    results = {key: [] for key in outputs}
+    if profile:
+        tf.profiler.experimental.start(profile if isinstance(profile, str) else "nengo_dl_nb_profile")
+    try:
+        for _ in range(int(n_epochs)):
+            for idx in self._batches(batch_size, shuffle, rng):
+                if isolate_state:
+                    tg.reset_state()
+                for start, end in blocks:
+                    block_inputs = {n: v[idx, start:end] for n, v in inputs.items()}
+                    probe_out = self._run_block(end - start, start, block_inputs, training,
+                                                isolate_state)
+                    values = {}
+                    for key, (probes, fn, n_args, is_tuple) in zip(outputs, spec):
+                        outs = [tf.constant(probe_out[tg.probes.index(p)]) for p in probes]
+                        if fn is None:
+                            value = [o.numpy() for o in outs] if is_tuple else outs[0].numpy()
+                        else:
+                            args = [outs if is_tuple else outs[0]]
+                            if n_args == 2:
+                                tgts = [tf.constant(targets[p][idx, start:end], outs[0].dtype)
+                                        for p in probes]
+                                args.append(tgts if is_tuple else tgts[0])
+                            value = fn(*args)
+                            value = (tuple(np.asarray(v) for v in value)
+                                     if isinstance(value, (tuple, list)) else np.asarray(value))
+                        values[key] = value
+                        results[key].append(value)
+                    if callback is not None:
+                        callback(values, extra_feeds)
+    finally:
+        if profile:
+            tf.profiler.experimental.stop()
+        if saved is not None:
+            for k, v in saved.items():
+                tg.state_vars[k].assign(v)
+    combined = {}
+    for key, values in results.items():
+        if values and isinstance(values[0], tuple):
+            combined[key] = tuple(combine([v[i] for v in values]) for i in range(len(values[0])))
+        else:
+            combined[key] = combine(values)
+    return combined
+
+
+@_patch
+def _run_block(self, n, start, inputs, training, isolated):
+    "Simulate one block; probe outputs `(mb, n, ...)` per probe (subsampled as the probe asks)."
+    del python_errors[:]
+    try:
+        outputs = self.tensor_graph.run_steps(n, start if isolated else self._n_steps, inputs,
+                                              training=training, isolated=isolated)
+    except tf.errors.OpError as e:
+        if python_errors:
+            error = python_errors.pop()
+            del python_errors[:]
+            raise error from None
+        raise SimulationError(f"TensorFlow failed while simulating: {e.message}") from e
+    if not isolated:
+        self._n_steps += n
+    steps = np.arange(start + 1, start + n + 1)
+    for i, probe in enumerate(self.tensor_graph.probes):
+        if probe.sample_every is not None:
+            outputs[i] = outputs[i][:, steps % (probe.sample_every / self.dt) < 1]
+    return outputs
+
+# %% ../nbs/30_simulator.ipynb #c51b9c56
+@_patch
+def loss(self, data, objective=None, combine=np.mean, extra_feeds=None, progress_bar=True,
+         training=False):
+    """The value of `objective` (default: mse on every probe with targets) over `data`,
+    combined across minibatches with `combine` and summed over objectives."""
+    _no_extra(self, extra_feeds=extra_feeds)
+    _, _, _, targets = self._batch_data(data)
+    spec = self._objective(objective, targets, none="error")
+    outputs = {(probes if is_tuple else probes[0]): fn for probes, fn, _, is_tuple in spec}
+    values = self.run_batch(data, outputs, combine=combine, training=training)
+    return float(sum(np.sum(v) for v in values.values()))
+
+# %% ../nbs/30_simulator.ipynb #df529d09
+@_patch
+def train(self, data, optimizer, n_epochs=1, objective=None, shuffle=True, truncation=None,
+          summaries=None, profile=False, extra_feeds=None, progress_bar=True):
+    """Optimize the trainable parameters to minimize `objective` over `data` with `optimizer`
+    (a Keras optimizer) for `n_epochs` passes; see the notes above."""
+    self._check_open("train")
+    _no_extra(self, extra_feeds=extra_feeds)
+    tg = self.tensor_graph
+    if tg.inference_only:
+        raise ValidationError("This simulator was built with inference_only=True, so it has "
+                              "no training machinery; build it without that setting to train",
+                              attr="inference_only", obj=self)
+    if not hasattr(optimizer, "apply_gradients") or not hasattr(optimizer, "build"):
+        raise ValidationError(f"Must be a Keras optimizer such as tf.keras.optimizers.Adam "
+                              f"(got {optimizer!r})", attr="optimizer", obj=self)
+    n_steps, batch_size, inputs, targets = self._batch_data(data)
+    spec = self._objective(objective, targets, none="gradient")
+    for probes, *_ in spec:
+        for p in probes:
+            if p.sample_every is not None:
+                raise ValidationError(f"{p} samples every {p.sample_every} s; train on a probe "
+                                      "that records every step", attr="objective", obj=self)
+    blocks = _blocks(n_steps, truncation)
+    batches_per_epoch = batch_size // self.minibatch_size
+    writer = self._summary_writer if summaries else None
+    saved = {k: v.numpy() for k, v in tg.state_vars.items()}
+    rng = np.random.RandomState(self.seed)
+    losses = []
+    if profile:
+        tf.profiler.experimental.start(profile if isinstance(profile, str) else "nengo_dl_nb_profile")
+    progress = Progress("Training", "Training", int(n_epochs) * batches_per_epoch * len(blocks))
+    try:
+        with ProgressTracker(progress_bar, progress) as pt:
+            for epoch in range(int(n_epochs)):
+                epoch_losses = []
+                for idx in self._batches(batch_size, shuffle, rng):
+                    tg.reset_state()
+                    for start, end in blocks:
+                        fn = tg.train_function(end - start, spec, optimizer)
+                        values = tg.input_values(end - start, start,
+                                                 {n: v[idx, start:end] for n, v in inputs.items()},
+                                                 isolated=True)
+                        feed = tuple(tf.constant(v, tg.dtype) for v in values)
+                        tgts = tuple(tuple(tf.constant(targets[p][idx, start:end], tg.dtype)
+                                           for p in probes if p in targets)
+                                     for probes, *_ in spec)
+                        with tg.device_scope():
+                            loss = float(fn(feed, tgts))
+                        self._training_step += 1
+                        epoch_losses.append(loss)
+                        if writer is not None and "loss" in summaries:
+                            with writer.as_default():
+                                tf.summary.scalar("loss", loss, step=self._training_step)
+                        pt.total_progress.step()
+                losses.append(float(np.mean(epoch_losses)))
+                if writer is not None:
+                    self._write_summaries(summaries, epoch)
+    finally:
+        if profile:
+            tf.profiler.experimental.stop()
+        for k, v in saved.items():
+            tg.state_vars[k].assign(v)
+    self._params_changed = True
+    self.data.reset()
+    return {"loss": losses}
+
+
+@_patch
+def _write_summaries(self, summaries, epoch):
+    "Histograms of the parameters of the objects in `summaries`."
+    with self._summary_writer.as_default():
+        for obj in summaries:
+            if isinstance(obj, str):
+                if obj != "loss":
+                    raise ValidationError(f"Unknown summary {obj!r} (the only named summary is "
+                                          "'loss')", attr="summaries", obj=self)
+                continue
+            for name, value in self._live_params(obj).items():
+                tf.summary.histogram(f"{obj}/{name}".replace(" ", "_"), value,
+                                     step=self._training_step)
+        self._summary_writer.flush()
+
+# %% ../nbs/30_simulator.ipynb #86d704f5
+@_patch
+def _live_params(self, obj):
+    "Current trainable values of `obj`: {'encoders'/'bias'/'weights': array}."
+    sig = self.model.sig
+    if isinstance(obj, nengo.Ensemble):
+        out = {"encoders": self.signals[sig[obj]["encoders"]]}
+        if sig[obj.neurons].get("bias") is not None:
+            out["bias"] = self.signals[sig[obj.neurons]["bias"]]
+        return out
+    if isinstance(obj, nengo.ensemble.Neurons):
+        return {"bias": self.signals[sig[obj]["bias"]]} if sig[obj].get("bias") is not None else {}
+    if isinstance(obj, nengo.Connection):
+        return {"weights": self.signals[sig[obj]["weights"]]} if sig[obj].get("weights") is not None else {}
+    raise ValidationError(f"{obj} has no parameters (expected an Ensemble, Neurons or "
+                          "Connection)", attr="objs", obj=self)
+
+
+def _param_file(path):
+    path = os.fspath(path)
+    return path if path.endswith(".npz") else path + ".npz"
+
+
+@_patch
+def _param_arrays(self, include_global, include_local):
+    tg = self.tensor_graph
+    arrays = {}
+    if include_global:
+        arrays.update({f"global/{k.dtype}/{k.name}": v for k, v in tg.param_vars.items()})
+    if include_local:
+        arrays.update({f"local/{k.dtype}/{k.name}": v for k, v in tg.state_vars.items()})
+    return arrays
+
+
+@_patch
+def save_params(self, path, include_global=True, include_local=False):
+    """Save the trainable parameters (`include_global`) and/or the simulation state
+    (`include_local`) to `path` (`.npz` is added if missing)."""
+    self._check_open("save parameters of")
+    np.savez(_param_file(path), **{name: var.numpy() for name, var in
+                                   self._param_arrays(include_global, include_local).items()})
+
+
+@_patch
+def load_params(self, path, include_global=True, include_local=False):
+    """Load values saved by `save_params` (from a simulator of the same model). Nothing changes
+    unless every value is present and of the right shape."""
+    self._check_open("load parameters into")
+    file = _param_file(path)
+    if not os.path.exists(file):
+        raise SimulationError(f"Cannot load parameters: {file} does not exist")
+    variables = self._param_arrays(include_global, include_local)
+    with np.load(file) as saved:
+        values = {}
+        for name, var in variables.items():
+            if name not in saved.files or saved[name].shape != tuple(var.shape):
+                found = saved[name].shape if name in saved.files else "nothing"
+                raise SimulationError(
+                    f"Cannot load parameters from {file}: it was not saved from this model "
+                    f"({name}: expected shape {tuple(var.shape)}, found {found})")
+            values[name] = saved[name]
+    for name, var in variables.items():
+        var.assign(values[name])
+    self._params_changed = self._params_changed or include_global
+    self.data.reset()
+
+
+def _expand(objs):
+    "Networks -> their ensembles and connections; one object -> a list."
+    objs = objs if isinstance(objs, (list, tuple)) else [objs]
+    out = []
+    for obj in objs:
+        if isinstance(obj, nengo.Network):
+            out += obj.all_ensembles + obj.all_connections
+        else:
+            out.append(obj)
+    return out
+
+
+@_patch
+def get_nengo_params(self, nengo_objs, as_dict=False):
+    """Keyword arguments that make new Ensembles/Connections with this simulator's current
+    parameters for `nengo_objs` (one dict for one object, else a list, or a dict by label)."""
+    single = not isinstance(nengo_objs, (list, tuple))
+    objs = [nengo_objs] if single else list(nengo_objs)
+    params = []
+    for obj in objs:
+        if obj not in self.model.params:
+            raise ValidationError(f"{obj} is not part of the model this simulator built",
+                                  attr="nengo_objs", obj=self)
+        built = self.model.params[obj]
+        if isinstance(obj, nengo.Ensemble):
+            if isinstance(obj.neuron_type, nengo.Direct):
+                params.append({"neuron_type": nengo.Direct()})
+                continue
+            live = self._live_params(obj)
+            gain = np.asarray(built.gain)
+            params.append({"encoders": live["encoders"] * obj.radius / gain[:, None],
+                           "normalize_encoders": False, "gain": gain, "bias": live["bias"]})
+        elif isinstance(obj, nengo.Connection):
+            params.append(self._connection_params(obj))
+        else:
+            raise ValidationError(f"{obj} has no parameters (expected an Ensemble or Connection)",
+                                  attr="nengo_objs", obj=self)
+    if as_dict:
+        labels = [obj.label for obj in objs]
+        if None in labels or len(set(labels)) != len(labels):
+            raise ValidationError("as_dict=True needs every object to have a unique label",
+                                  attr="as_dict", obj=self)
+        return dict(zip(labels, params))
+    return params[0] if single else params
+
+
+@_patch
+def _connection_params(self, conn):
+    weights = self._live_params(conn)["weights"]
+    if not isinstance(conn.transform, (nengo.transforms.Dense, nengo.transforms.NoTransform)):
+        raise ValidationError(f"{conn}: only Dense transforms can be exported "
+                              f"(got {type(conn.transform).__name__})", attr="nengo_objs", obj=self)
+    decoded = isinstance(conn.pre_obj, nengo.Ensemble) and not isinstance(
+        conn.pre_obj.neuron_type, nengo.Direct)
+    if not decoded:
+        return {"transform": weights}
+    if conn.solver.weights:
+        raise ValidationError(f"{conn}: connections solved for full weights (solver "
+                              "weights=True) cannot be exported", attr="nengo_objs", obj=self)
+    size_out = weights.shape[0]
+    params = {"solver": nengo.solvers.NoSolver(weights.T, weights=False), "transform": 1}
+    if conn.size_mid != size_out:  # the decoders now produce the output directly
+        params["function"] = lambda x, size=size_out: np.zeros(size)
+    return params
+
+
+@_patch
+def freeze_params(self, objs):
+    """Write the current parameters of `objs` (Ensembles, Connections, or Networks: all their
+    ensembles and connections) into those Nengo objects, so any simulator reproduces them."""
+    self._check_open("freeze parameters of")
+    for obj in _expand(objs):
+        if obj not in self.model.params:
+            raise ValidationError(f"{obj} is not part of the model this simulator built",
+                                  attr="objs", obj=self)
+        if isinstance(obj, nengo.Connection) and (
+                not self._live_params(obj) or obj.learning_rule_type is not None):
+            continue  # no weights, or weights a learning rule owns
+        for name, value in self.get_nengo_params(obj).items():
+            setattr(obj, name, value)
+
+# %% ../nbs/30_simulator.ipynb #2909ea49
+@_patch
+def check_gradients(self, outputs=None, atol=1e-5, rtol=1e-3, n_steps=5, max_elements=64):
+    """Raise a SimulationError where analytic and numerical gradients of the `outputs` probes
+    (default: all) differ by more than `atol + rtol * |numerical|`."""
+    self._check_open("check gradients of")
+    tg = self.tensor_graph
+    probes = tg.probes if outputs is None else (list(outputs) if isinstance(
+        outputs, (list, tuple)) else [outputs])
+    for p in probes:
+        if p not in tg.probes:
+            raise ValidationError(f"{p} is not a Probe of this model", attr="outputs", obj=self)
+    if not tg.param_vars:
+        raise SimulationError("The model has no trainable parameters to check")
+    saved = {k: v.numpy() for k, v in tg.state_vars.items()}
+    rng = np.random.RandomState(self.seed)
+    dtype = np_dtype(tg.dtype)
+    weights = tuple(
+        tf.constant((rng.randn(n_steps, self.minibatch_size, *t.shape) / np.sqrt(
+            n_steps * self.minibatch_size * max(t.size, 1)) if p in probes else
+                     np.zeros((n_steps, self.minibatch_size) + t.shape)), tg.dtype)
+        for p, t in zip(tg.probes, tg.probe_tsigs))
+    inputs = tuple(tf.constant(v, tg.dtype) for v in tg.input_values(n_steps, 0, isolated=True))
+    fn = tg.gradient_function(n_steps)
+    params = [v.numpy() for v in tg.param_vars.values()]
+    eps = np.finfo(dtype).eps ** (1 / 3)
+    try:
+        tg.reset_state()
+        _, analytic = fn([tf.constant(p) for p in params], inputs, weights)
+        for k, (p, grad) in enumerate(zip(params, analytic)):
+            grad = np.zeros_like(p) if grad is None else grad.numpy()
+            elements = rng.permutation(p.size)[:max_elements]
+            for i in elements:
+                h = eps * max(1.0, abs(float(p.flat[i])))
+                values = []
+                for sign in (1, -1):
+                    q = [x.copy() for x in params]
+                    q[k].flat[i] += sign * h
+                    tg.reset_state()
+                    values.append(float(fn([tf.constant(x) for x in q], inputs, weights)[0]))
+                numeric = (values[0] - values[1]) / (2 * h)
+                if abs(grad.flat[i] - numeric) > atol + rtol * abs(numeric):
+                    raise SimulationError(
+                        f"Gradient check failed for element {i} of the trainable parameters "
+                        f"({tg.param_keys[k].dtype}): analytic {grad.flat[i]:.6g}, numerical "
+                        f"{numeric:.6g} (atol={atol}, rtol={rtol})")
+    finally:
+        for key, v in saved.items():
+            tg.state_vars[key].assign(v)
