@@ -13,7 +13,8 @@ import nengo_dl_nb
 from nengo_dl_nb import objectives
 
 
-def regression_net(neuron_type=nengo.LIFRate(), seed=0, dtype=tf.float32, **settings):
+def regression_net(neuron_type=nengo.LIFRate(), seed=0, dtype=tf.float32, function=lambda x: 0,
+                   **settings):
     "inp -> ens -> out (a Node), no synapses: one step maps x to a decoded f(x)."
     with nengo.Network(seed=seed) as net:
         nengo_dl_nb.configure_settings(dtype=dtype, **settings)
@@ -21,7 +22,7 @@ def regression_net(neuron_type=nengo.LIFRate(), seed=0, dtype=tf.float32, **sett
         ens = nengo.Ensemble(40, 1, neuron_type=neuron_type)
         out = nengo.Node(size_in=1)
         nengo.Connection(inp, ens, synapse=None)
-        conn = nengo.Connection(ens, out, function=lambda x: 0, synapse=None)
+        conn = nengo.Connection(ens, out, function=function, synapse=None)
         p = nengo.Probe(out)
     return net, inp, ens, conn, p
 
@@ -214,7 +215,8 @@ def test_truncation_and_run_batch_match_a_plain_run():
     x = np.random.RandomState(1).uniform(-1, 1, (4, 10, 1))
     with nengo_dl_nb.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
         whole = sim.run_batch({inp: x}, {p: None})[p]  # (2 minibatches, 2, 10, 1)
-        blocks = sim.run_batch({inp: x}, {p: None}, truncation=4)[p]  # 2 x 3 blocks
+        blocks = sim.run_batch({inp: x}, {p: None}, truncation=4,
+                               combine=list)[p]  # 2 minibatches x 3 blocks (4, 4, 2 steps)
         assert whole.shape == (2, 2, 10, 1)
         joined = np.concatenate([np.concatenate(list(blocks[i * 3:(i + 1) * 3]), axis=1)
                                  for i in range(2)])
@@ -250,7 +252,7 @@ def test_check_gradients_float64_every_differentiable_builder():
         nengo.Connection(ens[0].neurons, ens[1].neurons,
                          transform=nengo.Sparse((6, 6), indices=[[0, 1], [2, 3], [5, 5]]))
         nengo.Connection(ens[1].neurons, ens[2].neurons, transform=np.arange(6) / 10)
-        conv = nengo.Convolution(2, (3, 2), kernel_size=(2,))
+        conv = nengo.Convolution(2, (3, 2), kernel_size=(2,), strides=(1,))
         post = nengo.Ensemble(conv.output_shape.size, 1, neuron_type=nengo.RectifiedLinear())
         nengo.Connection(ens[2].neurons, post.neurons, transform=conv)
         p1 = nengo.Probe(out, synapse=0.01)
@@ -274,7 +276,7 @@ def test_check_gradients_float32_smooth_network():
 
 def test_check_gradients_detects_a_wrong_gradient(monkeypatch):
     from nengo_dl_nb.neuron_builders import LIFRateBuilder
-    net, inp, ens, conn, p = regression_net(dtype=tf.float64)
+    net, inp, ens, conn, p = regression_net(dtype=tf.float64, function=lambda x: x)
 
     true_rates = LIFRateBuilder.rates
 
