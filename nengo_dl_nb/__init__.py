@@ -20,3 +20,4 @@ from .config import configure_settings, get_setting
 from .simulator import Simulator
 from . import dists, neurons, objectives
 from .neurons import SoftLIFRate
+from .tensor_node import TensorNode, tensor_layer

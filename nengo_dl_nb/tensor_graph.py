@@ -20,6 +20,7 @@ from nengo.exceptions import BuildError, SimulationError
 from . import neuron_builders, op_builders, process_builders  # noqa: F401 (registers builders)
 from . import learning_rule_builders  # noqa: F401 (registers builders)
 from . import transform_builders  # noqa: F401 (registers builders)
+from .tensor_node import TensorNode
 from .builder import Builder, BuildConfig
 from .config import get_setting
 from .graph_optimizer import greedy_planner, order_signals
@@ -152,6 +153,7 @@ class TensorGraph:
                        (GenericOpBuilder, SimPyFuncBuilder))
             for b in self.builder.op_builds.values())
         self.create_variables()
+        self.collect_function_variables()
         self.probes = list(model.probes)
         self.probe_tsigs = [self.signals[model.sig[p]["in"]] for p in self.probes]
         self.input_tsigs = [self.signals[n.signal] for n in self.input_nodes]
@@ -169,7 +171,7 @@ class TensorGraph:
     def find_input_nodes(self, operators):
         "Note the model's input nodes, and drop the operators that compute their output."
         nodes = [obj for obj in self.model.sig if isinstance(obj, nengo.Node)
-                 and obj.size_in == 0 and obj.size_out > 0 and obj.output is not None]
+                 and not isinstance(obj, TensorNode) and obj.size_in == 0 and obj.size_out > 0 and obj.output is not None]
         self.input_nodes = [InputNode(n, self.model.sig[n]["out"], self.dt, np_dtype(self.dtype)) for n in nodes]
         outputs = {n.signal for n in self.input_nodes}
 
@@ -271,6 +273,31 @@ class TensorGraph:
             self.constants = {k: tf.constant(self.signals.initial_value(k))
                               for k in self.const_keys}
 
+    def collect_function_variables(self):
+        """The trainable variables of TensorNode functions (Keras layer weights), kept with
+        their initial values so `reset` can restore them; those of TensorNodes configured
+        `trainable=False` are left out of training."""
+        is_trainable = trainable_objects(self.model)
+        node_of = {self.model.sig[obj]["out"]: obj for obj in self.model.sig
+                   if isinstance(obj, TensorNode)}
+        self.function_vars, self.frozen_function_vars, seen = [], [], set()
+        for ops, op_build in self.builder.op_builds.items():
+            for var in getattr(op_build, "trainable_variables", []):
+                if id(var) in seen:
+                    continue
+                seen.add(id(var))
+                node = node_of.get(ops[0].output)
+                trainable = (not self.inference_only and
+                             (node is None or is_trainable(node)))
+                (self.function_vars if trainable else self.frozen_function_vars).append(var)
+        self.function_var_initial = [v.numpy() for v in
+                                     self.function_vars + self.frozen_function_vars]
+
+    @property
+    def trainable_variables(self):
+        "Everything training changes: the parameter arrays and TensorNode weights."
+        return list(self.param_vars.values()) + self.function_vars
+
     def device_scope(self):
         return tf.device(self.device) if self.device else contextlib.nullcontext()
 
@@ -282,9 +309,12 @@ class TensorGraph:
             var.assign(np.tile(self.signals.initial_value(k), (mb, 1)))
 
     def reset_params(self):
-        "Trainable parameters back to their built values."
+        "Trainable parameters (and TensorNode weights) back to their built values."
         for k, var in self.param_vars.items():
             var.assign(self.signals.initial_value(k))
+        for var, value in zip(self.function_vars + self.frozen_function_vars,
+                              self.function_var_initial):
+            var.assign(value)
 
     def build_post(self, rng):
         "Restart everything random or held in Python, from `rng`."
@@ -465,11 +495,11 @@ class TensorGraph:
         and keep the final state (so truncated blocks continue). Returns the objective value."""
         key = (n_steps, objective, id(optimizer))
         if key not in self._train_fns:
-            if not self.param_vars:
+            if not self.trainable_variables:
                 raise SimulationError("This model has no trainable parameters (all objects are "
                                       "configured trainable=False, or inference_only=True)")
             self.check_differentiable([p for probes, *_ in objective for p in probes])
-            variables = list(self.param_vars.values())
+            variables = self.trainable_variables
             optimizer.build(variables)
 
             def step(inputs, targets):
