@@ -38,7 +38,8 @@ def configure_settings(**kwargs):
                 f"'{name}' is not a nengo_dl_nb setting; the settings are: "
                 + ", ".join(sorted(SETTINGS)))
         if name == "trainable":
-            for cls in (nengo.Ensemble, nengo.Connection, nengo.ensemble.Neurons, nengo.Network):
+            for cls in (nengo.Ensemble, nengo.Connection, nengo.ensemble.Neurons, nengo.Node,
+                        nengo.Network):
                 _set(_params(config, cls), name, value, BoolParam("trainable", value, optional=True))
         elif name == "keep_history":
             _set(_params(config, nengo.Probe), name, value, BoolParam("keep_history", value))

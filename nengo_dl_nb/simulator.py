@@ -648,7 +648,7 @@ def _run_block(self, n, start, inputs, training, isolated):
 
 # %% ../nbs/30_simulator.ipynb #c51b9c56
 @_patch
-def loss(self, data, objective=None, combine=np.mean, extra_feeds=None, progress_bar=True,
+def loss(self, data, objective=None, combine=np.mean, extra_feeds=None, progress_bar=None,
          training=False):
     """The value of `objective` (default: mse on every probe with targets) over `data`,
     combined across minibatches with `combine` and summed over objectives."""
@@ -662,9 +662,11 @@ def loss(self, data, objective=None, combine=np.mean, extra_feeds=None, progress
 # %% ../nbs/30_simulator.ipynb #df529d09
 @_patch
 def train(self, data, optimizer, n_epochs=1, objective=None, shuffle=True, truncation=None,
-          summaries=None, profile=False, extra_feeds=None, progress_bar=True):
+          summaries=None, profile=False, extra_feeds=None, progress_bar=None):
     """Optimize the trainable parameters to minimize `objective` over `data` with `optimizer`
-    (a Keras optimizer) for `n_epochs` passes; see the notes above."""
+    (a Keras optimizer) for `n_epochs` passes; see the notes above. `progress_bar` defaults
+    to the simulator's own setting."""
+    progress_bar = self.progress_bar if progress_bar is None else progress_bar
     self._check_open("train")
     _no_extra(self, extra_feeds=extra_feeds)
     tg = self.tensor_graph
