@@ -596,7 +596,7 @@ def run_batch(self, data, outputs, extra_feeds=None, extra_fetches=None, n_epoch
                     for key, (probes, fn, n_args, is_tuple) in zip(outputs, spec):
                         outs = [tf.constant(probe_out[tg.probes.index(p)]) for p in probes]
                         if fn is None:
-                            value = [o.numpy() for o in outs] if is_tuple else outs[0].numpy()
+                            value = tuple(o.numpy() for o in outs) if is_tuple else outs[0].numpy()
                         else:
                             args = [outs if is_tuple else outs[0]]
                             if n_args == 2:

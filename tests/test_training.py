@@ -397,3 +397,32 @@ def test_summaries_write_tensorboard_events(tmp_path):
     assert tags["loss"][0] == "scalars" and len(tags["loss"]) == 2  # one per training step
     assert any("weights" in t and kinds[0] == "histograms" for t, kinds in tags.items())
     assert any("encoders" in t for t in tags) and any("bias" in t for t in tags)
+
+
+def test_tuple_objectives_and_callback():
+    "A tuple key passes lists of outputs and targets; run_batch calls back per minibatch."
+    net, inp, ens, conn, p = regression_net(function=lambda x: x)
+    with net:
+        p2 = nengo.Probe(ens, synapse=None)
+    x, y = square_data(8)
+    seen = []
+
+    def both(outputs, targets):
+        assert isinstance(outputs, list) and len(outputs) == 2 and len(targets) == 2
+        return tf.reduce_mean((outputs[0] - targets[0]) ** 2) + tf.reduce_mean(
+            (outputs[1] - targets[1]) ** 2)
+
+    with nengo_dl_nb.Simulator(net, minibatch_size=4, progress_bar=False) as sim:
+        data = {inp: x, p: y, p2: x}
+        total = sim.loss(data, objective={(p, p2): both})
+        separate = sim.loss(data)  # default: mse on each probe with targets, summed
+        assert np.isclose(total, separate, rtol=1e-5)
+        # rates of ~200 Hz over 40 neurons make the output very sensitive to the weights
+        sim.train(data, tf.keras.optimizers.SGD(2e-8), objective={(p, p2): both},
+                  n_epochs=3, progress_bar=False)
+        assert sim.loss(data, objective={(p, p2): both}) < total
+        out = sim.run_batch({inp: x}, {(p, p2): None, p: lambda o: tf.reduce_max(o)},
+                            callback=lambda values, feeds: seen.append(sorted(map(str, values))))
+    assert len(seen) == 2  # two minibatches
+    assert isinstance(out[(p, p2)], tuple) and out[(p, p2)][0].shape == (2, 4, 1, 1)
+    assert out[p].shape == (2,)
