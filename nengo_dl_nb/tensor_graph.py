@@ -24,7 +24,7 @@ from .tensor_node import TensorNode
 from .builder import Builder, BuildConfig
 from .config import get_setting
 from .graph_optimizer import greedy_planner, order_signals
-from .op_builders import GenericOpBuilder, SimPyFuncBuilder, check_output
+from .op_builders import GenericOpBuilder, SimPyFuncBuilder, check_output, combined
 from .signals import BaseKey, SignalDict
 from .utils import np_dtype
 
@@ -156,6 +156,7 @@ class TensorGraph:
         self.collect_function_variables()
         self.probes = list(model.probes)
         self.probe_tsigs = [self.signals[model.sig[p]["in"]] for p in self.probes]
+        self.layout_probes()
         self.input_tsigs = [self.signals[n.signal] for n in self.input_nodes]
 
         jit = get_setting(model, "jit_compile", None)
@@ -273,6 +274,31 @@ class TensorGraph:
             self.constants = {k: tf.constant(self.signals.initial_value(k))
                               for k in self.const_keys}
 
+    def layout_probes(self):
+        """Probes read from one base array are read together: one gather per base array and
+        step, written to one history buffer (a model with a thousand probes would otherwise
+        build a thousand buffers, which XLA compiles very slowly). `probe_layout[i]` says where
+        probe `i` lies: (block, offset, size)."""
+        by_key = defaultdict(list)
+        for i, tsig in enumerate(self.probe_tsigs):
+            by_key[tsig.key].append(i)
+        self.probe_blocks, self.probe_layout = [], [None] * len(self.probe_tsigs)
+        for b, (key, members) in enumerate(by_key.items()):
+            flat = [self.probe_tsigs[i].reshape((-1,)) for i in members]
+            self.probe_blocks.append(combined(self.signals, flat, f"probes_{b}"))
+            offset = 0
+            for i, tsig in zip(members, flat):
+                self.probe_layout[i] = (b, offset, tsig.size)
+                offset += tsig.size
+
+    def probe_history(self, blocks, i):
+        "Probe `i`'s history `(steps, minibatch, *shape)` cut from the block histories."
+        b, offset, size = self.probe_layout[i]
+        history = blocks[b][:, :, offset:offset + size]
+        shape = (-1, self.minibatch_size) + self.probe_tsigs[i].shape
+        return (np.reshape(history, shape) if isinstance(history, np.ndarray)
+                else tf.reshape(history, shape))
+
     def collect_function_variables(self):
         """The trainable variables of TensorNode functions (Keras layer weights), kept with
         their initial values so `reset` can restore them; those of TensorNodes configured
@@ -341,7 +367,7 @@ class TensorGraph:
             signals.scatter(tsig, values[:, step])
         side_effects = self.builder.build()
         probes = []
-        for tsig in self.probe_tsigs:
+        for tsig in self.probe_blocks:
             value = signals.gather(tsig)
             if not tsig.minibatched:
                 value = tf.broadcast_to(value, (self.minibatch_size,) + tsig.shape)
@@ -364,7 +390,8 @@ class TensorGraph:
                  static_steps=None):
         """The simulation, symbolically: `n_steps` steps from `state` (flat tuple of segments)
         with trainable parameters `params` (default: the variables' current values); returns
-        the final state and the probe histories `(length, minibatch, ...)`. `training` runs
+        the final state and the probe block histories `(length, minibatch, block size)` (cut
+        them into probes with `probe_history`). `training` runs
         every neuron in its differentiable form; `static_steps` (an int equal to `n_steps`)
         bounds the loops, which gradients through a loop need under XLA."""
         self._fixed_bases = (dict(params) if params is not None else
@@ -372,7 +399,7 @@ class TensorGraph:
         self._fixed_bases.update(self.constants)
         arrays = tuple(tf.TensorArray(t.dtype, size=length,
                                       element_shape=(self.minibatch_size,) + t.shape)
-                       for t in self.probe_tsigs)
+                       for t in self.probe_blocks)
 
         def steps(k):
             def body(i, state, arrays):
@@ -464,18 +491,19 @@ class TensorGraph:
         with self.device_scope():
             outputs = self.run_function(training)(tf.constant(n_steps, tf.int32),
                                                   tf.zeros((length,), tf.int8), tuple(inputs))
-        return [np.moveaxis(out.numpy()[:n_steps], 0, 1) for out in outputs]
+        blocks = [out.numpy()[:n_steps] for out in outputs]
+        return [np.moveaxis(self.probe_history(blocks, i), 0, 1)
+                for i in range(len(self.probes))]
 
     # -- training ----------------------------------------------------------------
     def objective_value(self, objective, outputs, targets):
-        """The summed objective over the probe histories `outputs` (`(steps, minibatch, ...)`,
-        one per probe): `objective` is a tuple of `(probes, function, n_args, is_tuple)`,
+        """The summed objective over the probe block histories `outputs` (from `simulate`):
+        `objective` is a tuple of `(probes, function, n_args, is_tuple)`,
         `targets` the matching tuple of target tuples."""
         total = tf.constant(0, self.dtype)
         for (probes, fn, n_args, is_tuple), target in zip(objective, targets):
-            outs = [tf.transpose(outputs[self.probes.index(p)],
-                                 [1, 0] + list(range(2, outputs[self.probes.index(p)].shape.rank)))
-                    for p in probes]
+            histories = [self.probe_history(outputs, self.probes.index(p)) for p in probes]
+            outs = [tf.transpose(h, [1, 0] + list(range(2, h.shape.rank))) for h in histories]
             if fn is None:  # the target is the gradient of the loss with respect to the output
                 value = tf.add_n([tf.reduce_sum(o * tf.stop_gradient(t))
                                   for o, t in zip(outs, target)])
@@ -534,7 +562,8 @@ class TensorGraph:
                         params=dict(zip(self.param_keys, params)), training=True,
                         static_steps=n_steps)
                     value = tf.add_n([tf.constant(0, self.dtype)] + [
-                        tf.reduce_sum(o * w) for o, w in zip(outputs, weights)])
+                        tf.reduce_sum(self.probe_history(outputs, i) * w)
+                        for i, w in enumerate(weights)])
                 return value, tape.gradient(value, params)
             self._train_fns[key] = tf.function(value_and_grad, autograph=False,
                                                jit_compile=self.jit_compile)

@@ -62,7 +62,7 @@ def random_network(seed):
 
 def run_ours(net, probes, steps=30, **settings):
     with net:
-        nengo_dl_nb.configure_settings(dtype=tf.float64, **settings)
+        nengo_dl_nb.configure_settings(dtype=tf.float64, jit_compile=False, **settings)
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         check_plan(sim.tensor_graph.plan, sim.tensor_graph.operators)
         sim.run_steps(steps)
