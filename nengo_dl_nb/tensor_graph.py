@@ -23,7 +23,7 @@ from . import transform_builders  # noqa: F401 (registers builders)
 from .tensor_node import TensorNode
 from .builder import Builder, BuildConfig
 from .config import get_setting
-from .graph_optimizer import greedy_planner, order_signals
+from .graph_optimizer import order_signals, transitive_planner
 from .op_builders import GenericOpBuilder, SimPyFuncBuilder, check_output, combined
 from .signals import BaseKey, SignalDict
 from .utils import np_dtype
@@ -139,7 +139,7 @@ class TensorGraph:
         self.operators = operators
         self.mark_signals()
 
-        planner = get_setting(model, "planner", greedy_planner)
+        planner = get_setting(model, "planner", transitive_planner)
         sorter = get_setting(model, "sorter", order_signals)
         self.plan = planner(operators)
         sig_order, self.plan = sorter(self.plan)
