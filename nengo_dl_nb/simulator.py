@@ -17,11 +17,11 @@ from nengo.exceptions import (ReadonlyError, SimulationError, SimulatorClosed,
                               ValidationError)
 from nengo.builder.connection import BuiltConnection
 from nengo.builder.ensemble import BuiltEnsemble
-from nengo.utils.progress import Progress, ProgressTracker
 
 from .builder import NengoModel
 from .config import get_setting
 from .op_builders import python_errors
+from .progress import make_progress_bar, make_training_dashboard
 from .tensor_graph import TensorGraph
 from .utils import np_dtype
 
@@ -177,12 +177,12 @@ class Simulator:
                                decoder_cache=get_default_decoder_cache(), fail_fast=False)
         self.model = model
 
-        with ProgressTracker(progress_bar, Progress("Building", "Build")) as progress:
-            if network is not None:
-                self.model.build(network, progress=progress.next_stage("Building", "Build"))
+        with make_progress_bar(progress_bar, "Building", "Build", max_value=None) as bar:
+            if network is not None:  # nengo's builder steps the bar once per object
+                self.model.build(network, progress=bar.sub("building network"))
             apply_session_config(get_setting(self.model, "session_config", None))
             dtype = get_setting(self.model, "dtype", tf.float32)
-            with progress.next_stage("Building TensorFlow graph", "TensorFlow build"):
+            with bar.sub("building TensorFlow graph", max_value=None):
                 self.tensor_graph = TensorGraph(self.model, self.dt, self.unroll, dtype,
                                                 self.minibatch_size, device)
         self._summary_writer = (tf.summary.create_file_writer(tensorboard)
@@ -369,12 +369,12 @@ class Simulator:
         if profile:
             tf.profiler.experimental.start(profile if isinstance(profile, str) else "nengo_dl_nb_profile")
         try:
-            with ProgressTracker(progress_bar, Progress("Simulating", "Simulation", n_steps)) as pt:
+            with make_progress_bar(progress_bar, "Simulating", "Simulation", n_steps) as bar:
                 for start in range(0, n_steps, chunk):
                     n = min(chunk, n_steps - start)
                     chunk_data = {k: v[:, start:start + n] for k, v in data.items()}
                     self._run_chunk(n, chunk_data)
-                    pt.total_progress.step(n)
+                    bar.step(increment=n)
         finally:
             if profile:
                 tf.profiler.experimental.stop()
@@ -433,6 +433,7 @@ class Simulator:
 # %% ../nbs/30_simulator.ipynb #9ef48617
 import inspect
 import os
+import time
 
 
 def _patch(fn):
@@ -692,34 +693,44 @@ def train(self, data, optimizer, n_epochs=1, objective=None, shuffle=True, trunc
     losses = []
     if profile:
         tf.profiler.experimental.start(profile if isinstance(profile, str) else "nengo_dl_nb_profile")
-    progress = Progress("Training", "Training", int(n_epochs) * batches_per_epoch * len(blocks))
+    dashboard = make_training_dashboard(progress_bar, int(n_epochs),
+                                        batches_per_epoch * len(blocks))
+    start_time = time.perf_counter()
+    success = False
     try:
-        with ProgressTracker(progress_bar, progress) as pt:
-            for epoch in range(int(n_epochs)):
-                epoch_losses = []
-                for idx in self._batches(batch_size, shuffle, rng):
-                    tg.reset_state()
-                    for start, end in blocks:
-                        fn = tg.train_function(end - start, spec, optimizer)
-                        values = tg.input_values(end - start, start,
-                                                 {n: v[idx, start:end] for n, v in inputs.items()},
-                                                 isolated=True)
-                        feed = tuple(tf.constant(v, tg.dtype) for v in values)
-                        tgts = tuple(tuple(tf.constant(targets[p][idx, start:end], tg.dtype)
-                                           for p in probes if p in targets)
-                                     for probes, *_ in spec)
-                        with tg.device_scope():
-                            loss = float(fn(feed, tgts))
-                        self._training_step += 1
-                        epoch_losses.append(loss)
-                        if writer is not None and "loss" in summaries:
-                            with writer.as_default():
-                                tf.summary.scalar("loss", loss, step=self._training_step)
-                        pt.total_progress.step()
-                losses.append(float(np.mean(epoch_losses)))
-                if writer is not None:
-                    self._write_summaries(summaries, epoch)
+        for epoch in range(int(n_epochs)):
+            epoch_losses = []
+            for idx in self._batches(batch_size, shuffle, rng):
+                tg.reset_state()
+                for start, end in blocks:
+                    fn = tg.train_function(end - start, spec, optimizer)
+                    values = tg.input_values(end - start, start,
+                                             {n: v[idx, start:end] for n, v in inputs.items()},
+                                             isolated=True)
+                    feed = tuple(tf.constant(v, tg.dtype) for v in values)
+                    tgts = tuple(tuple(tf.constant(targets[p][idx, start:end], tg.dtype)
+                                       for p in probes if p in targets)
+                                 for probes, *_ in spec)
+                    with tg.device_scope():
+                        loss = float(fn(feed, tgts))
+                    self._training_step += 1
+                    if dashboard is not None:
+                        dashboard.update(epoch, len(epoch_losses), loss)
+                    epoch_losses.append(loss)
+                    if writer is not None and "loss" in summaries:
+                        with writer.as_default():
+                            tf.summary.scalar("loss", loss, step=self._training_step)
+            losses.append(float(np.mean(epoch_losses)))
+            if dashboard is not None:
+                dashboard.end_epoch(epoch, losses[-1])
+            if writer is not None:
+                self._write_summaries(summaries, epoch)
+        success = True
     finally:
+        if dashboard is not None:
+            elapsed = time.perf_counter() - start_time
+            dashboard.finish(examples_per_second=int(n_epochs) * batch_size / max(elapsed, 1e-9),
+                             success=success)
         if profile:
             tf.profiler.experimental.stop()
         for k, v in saved.items():

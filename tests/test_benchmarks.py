@@ -1,0 +1,134 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import nengo
+import numpy as np
+import pytest
+
+import nengo_dl_nb
+from nengo_dl_nb import benchmarks
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*max_rates"),
+    pytest.mark.filterwarnings("ignore:.*encountered in log1p"),
+]
+
+
+def _run(net, steps, sim_cls, **kwargs):
+    with sim_cls(net, progress_bar=False, **kwargs) as sim:
+        sim.run_steps(steps)
+        return sim.data[net.p]
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("integrator", dict(dimensions=2, neurons_per_d=8)),
+    ("cconv", dict(dimensions=2, neurons_per_d=8)),
+    ("pes", dict(dimensions=2, neurons_per_d=8)),
+    ("basal_ganglia", dict(dimensions=2, neurons_per_d=8)),
+    ("random_network", dict(dimensions=2, neurons_per_d=4, n_ensembles=4,
+                            connections_per_ensemble=2)),
+])
+def test_network_matches_nengo(name, kwargs):
+    net = benchmarks.make_network(name, neuron_type=nengo.RectifiedLinear(), **kwargs)
+    assert isinstance(net, nengo.Network) and isinstance(net.p, nengo.Probe)
+    ref = _run(net, 30, nengo.Simulator)
+    ours = _run(net, 30, nengo_dl_nb.Simulator)
+    assert ours.shape == ref.shape
+    scale = max(np.max(np.abs(ref)), 1e-3)
+    assert np.allclose(ours, ref, atol=1e-4 * scale + 1e-6, rtol=1e-3), np.max(np.abs(ours - ref))
+
+
+def test_lif_network_runs_in_both():
+    net = benchmarks.integrator(2, 8)  # default LIF
+    ref = _run(net, 20, nengo.Simulator)
+    ours = _run(net, 20, nengo_dl_nb.Simulator)
+    assert ours.shape == ref.shape and np.all(np.isfinite(ours))
+
+
+def test_mnist_transforms_match_nengo():
+    net = benchmarks.mnist(use_tensor_layer=False, n_filters=2, n_hidden=8)
+    ref = _run(net, 5, nengo.Simulator)
+    ours = _run(net, 5, nengo_dl_nb.Simulator)
+    assert ours.shape == ref.shape == (5, 10)
+    assert np.allclose(ours, ref, atol=1e-3 * max(np.max(np.abs(ref)), 1e-3), rtol=1e-3)
+
+
+def test_mnist_tensor_layer_runs():
+    net = benchmarks.mnist(use_tensor_layer=True, n_filters=2, n_hidden=8)
+    out = _run(net, 5, nengo_dl_nb.Simulator, minibatch_size=2)
+    assert out.shape == (2, 5, 10) and np.all(np.isfinite(out))
+
+
+def test_spaun_missing_is_clear():
+    with pytest.raises(ImportError, match="spaun2.0"):
+        benchmarks.spaun(16)
+
+
+def test_make_network_rejects_unknown_kwargs():
+    with pytest.raises(TypeError, match="n_ensembles"):
+        benchmarks.make_network("integrator", 2, 4, n_ensembles=3)
+
+
+def test_run_profile_run_and_train(tmp_path):
+    r = benchmarks.run_profile(benchmarks.integrator(2, 4), n_steps=10, reps=2,
+                               logdir=str(tmp_path / "trace"))
+    assert len(r["times"]) == 2 and r["steps_per_s"] > 0 and r["build"] > 0
+    assert r["logdir"] == str(tmp_path / "trace") and any(os.scandir(r["logdir"]))
+    net = benchmarks.pes(2, 4)
+    with nengo_dl_nb.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
+        r = benchmarks.run_profile(sim, train=True, n_steps=5, do_profile=False)
+        assert r["logdir"] is None and r["build"] is None and len(r["times"]) == 1
+        assert not sim.closed  # a Simulator passed in stays open
+
+
+def test_split_commands():
+    argv = "build --benchmark integrator --dimensions 8 profile --reps 3 matmulvsreduce".split()
+    assert benchmarks.split_commands(argv) == [
+        ["build", "--benchmark", "integrator", "--dimensions", "8"],
+        ["profile", "--reps", "3"], ["matmul-vs-reduce"]]
+
+
+def test_cli_build_profile_chain(capsys, tmp_path):
+    results = benchmarks.main(
+        ["build", "--benchmark", "random_network", "--dimensions", "2", "--neurons_per_d", "4",
+         "--neuron_type", "LIF", "--kwarg", "n_ensembles=3", "--kwarg", "connections_per_ensemble=1",
+         "profile", "--n_steps", "10", "--reps", "2", "--logdir", str(tmp_path),
+         "profile", "--n_steps", "10", "--time-only", "--train"])
+    out = capsys.readouterr().out
+    assert "built random_network: 3 ensembles" in out
+    assert f"profiler trace written to {tmp_path}" in out
+    assert "training 10 steps" in out
+    net, run, train = results
+    assert isinstance(net, nengo.Network) and len(run["times"]) == 2 and train["logdir"] is None
+
+
+def test_cli_errors():
+    with pytest.raises(SystemExit):
+        benchmarks.main(["profile"])  # nothing built
+    with pytest.raises(SystemExit):
+        benchmarks.main(["build", "--benchmark", "nope"])
+
+
+def test_matmul_vs_reduce(capsys):
+    rows = benchmarks.matmul_vs_reduce(shapes=((2, 3, 4),), reps=2)
+    assert rows[0]["faster"] in ("matmul", "reduce")
+    assert "2 x 3 x 4" in capsys.readouterr().out
+
+
+def test_cli_compare_fresh_processes(capsys):
+    results = benchmarks.main(["compare", "integrator", "--dimensions", "2", "--neurons-per-d", "4",
+                               "--n-steps", "20", "--minibatch-size", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    (res,) = results
+    assert set(res["integrator"]) == {"nengo", "ours"}
+    for sim in ("nengo", "ours"):
+        assert {"build", "rate", "item_rate", "py_peak_mb", "rss_mb"} <= set(res["integrator"][sim])
+    assert "item-steps/s mb=2" in out and "ratio" in out and out.count("integrator") == 2
+
+
+def test_compare_networks_in_process(capsys):
+    res = benchmarks.compare_networks(["integrator"], 2, 4, n_steps=10, minibatch_size=2,
+                                      repeats=1, fresh_process=False)
+    assert set(res) == {"integrator"}
+    assert capsys.readouterr().out.count("ratio") == 1
