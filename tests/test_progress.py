@@ -7,7 +7,7 @@ from nengo.exceptions import ValidationError
 from nengo.utils.progress import NoProgressBar, TerminalProgressBar
 
 from nengo_dl_nb import progress
-from nengo_dl_nb.progress import (MessageBar, NullProgressBar, ProgressBar, SubProgressBar,
+from nengo_dl_nb.progress import (NengoBarAdapter, MessageBar, NullProgressBar, ProgressBar, SubProgressBar,
                                   TrainingDashboard, make_progress_bar,
                                   make_training_dashboard)
 
@@ -250,7 +250,7 @@ def test_make_progress_bar():
         "Simulating", "Simulation", 10, ["loss"])
     assert make_progress_bar("widget", "Simulating").backend == "widget"
     assert type(make_progress_bar(NoProgressBar(), "x")) is NullProgressBar
-    assert type(make_progress_bar(TerminalProgressBar(), "x")) is ProgressBar
+    assert type(make_progress_bar(TerminalProgressBar(), "x")) is NengoBarAdapter
     with pytest.raises(ValidationError):
         make_progress_bar(3, "Simulating")
     with pytest.raises(ValidationError):
@@ -344,3 +344,31 @@ def test_notebook_detection(monkeypatch):
     monkeypatch.setattr(IPython, "get_ipython", lambda: Shell({"IPKernelApp": {}}))
     assert progress.in_notebook() and progress.choose_backend() == "widget"
     assert make_progress_bar(True, "Simulating").backend == "widget"
+
+
+def test_nengo_bars_are_driven_as_nengo_does():
+    "A Nengo ProgressBar gets update(progress) per step, one Progress per stage, then close()."
+    from nengo.utils.progress import ProgressBar as NengoBar
+
+    class Recorder(NengoBar):
+        def __init__(self):
+            super().__init__()
+            self.updates, self.closed = [], False
+
+        def update(self, progress):
+            self.updates.append((progress, progress.n_steps, progress.max_steps))
+
+        def close(self):
+            self.closed = True
+
+    rec = Recorder()
+    with make_progress_bar(rec, "Simulating", "Simulation", 3) as bar:
+        with bar.sub("stage", max_value=2) as sub:
+            sub.step()
+            sub.step()
+        bar.step(increment=3)
+    assert rec.closed
+    stages = {id(p) for p, _, _ in rec.updates}
+    assert len(stages) == 2  # the bar's own Progress and the sub-stage's
+    assert rec.updates[-1][1:] == (3, 3)
+    assert [(n, m) for p, n, m in rec.updates if m == 2] == [(0, 2), (1, 2), (2, 2), (2, 2)]
