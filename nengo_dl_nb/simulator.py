@@ -379,22 +379,27 @@ class Simulator:
             if profile:
                 tf.profiler.experimental.stop()
 
-    def _run_chunk(self, n, data):
+    def _simulate(self, *args, **kwargs):
+        """`tensor_graph.run_steps(*args, **kwargs)`; a Python function's own exception is
+        re-raised as it was, any other TensorFlow failure as a SimulationError."""
         del python_errors[:]
-        export_graph = self._summary_writer is not None and self.tensor_graph._run_fn is None
-        if export_graph:  # the first run traces the graph: record it for TensorBoard
-            tf.summary.trace_on(graph=True)
         try:
-            outputs = self.tensor_graph.run_steps(n, self._n_steps, data)
-            if export_graph:
-                with self._summary_writer.as_default():
-                    tf.summary.trace_export(name="simulation", step=0)
+            return self.tensor_graph.run_steps(*args, **kwargs)
         except tf.errors.OpError as e:
             if python_errors:
                 error = python_errors.pop()
                 del python_errors[:]
                 raise error from None
             raise SimulationError(f"TensorFlow failed while simulating: {e.message}") from e
+
+    def _run_chunk(self, n, data):
+        export_graph = self._summary_writer is not None and self.tensor_graph._run_fn is None
+        if export_graph:  # the first run traces the graph: record it for TensorBoard
+            tf.summary.trace_on(graph=True)
+        outputs = self._simulate(n, self._n_steps, data)
+        if export_graph:
+            with self._summary_writer.as_default():
+                tf.summary.trace_export(name="simulation", step=0)
         steps = np.arange(self._n_steps + 1, self._n_steps + n + 1)
         for probe, values in zip(self.tensor_graph.probes, outputs):
             period = 1 if probe.sample_every is None else probe.sample_every / self.dt
@@ -629,16 +634,8 @@ def run_batch(self, data, outputs, extra_feeds=None, extra_fetches=None, n_epoch
 @_patch
 def _run_block(self, n, start, inputs, training, isolated):
     "Simulate one block; probe outputs `(mb, n, ...)` per probe (subsampled as the probe asks)."
-    del python_errors[:]
-    try:
-        outputs = self.tensor_graph.run_steps(n, start if isolated else self._n_steps, inputs,
-                                              training=training, isolated=isolated)
-    except tf.errors.OpError as e:
-        if python_errors:
-            error = python_errors.pop()
-            del python_errors[:]
-            raise error from None
-        raise SimulationError(f"TensorFlow failed while simulating: {e.message}") from e
+    outputs = self._simulate(n, start if isolated else self._n_steps, inputs,
+                             training=training, isolated=isolated)
     if not isolated:
         self._n_steps += n
     steps = np.arange(start + 1, start + n + 1)
