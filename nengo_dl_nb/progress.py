@@ -112,8 +112,10 @@ class TextView:
         "The line for status `s`."
         label = f"{s.prefix}: {s.stage}" if s.prefix else s.stage
         extra = f" {format_vars(s.vars)}" if s.vars else ""
+        # a stage of unknown length that counted nothing (building) reads like a MessageBar
+        counted = s.counted and not (s.max_value is None and s.value == 0)
         if s.state != "running":
-            if not s.counted:
+            if not counted:
                 return f"{label} {'finished in' if s.state == 'done' else 'failed after'} " \
                        f"{format_time(s.elapsed)}{extra}"
             count = (f"{s.value}/{s.max_value}" if s.state == "failed" and s.max_value
@@ -121,7 +123,7 @@ class TextView:
             rate = f", {format_rate(s.rate)} {s.unit}/s" if s.rate else ""
             verb = "finished in" if s.state == "done" else "failed after"
             return f"{label} {verb} {format_time(s.elapsed)} ({count} {s.unit}{rate}){extra}"
-        if not s.counted:
+        if not counted:
             return f"{label}... {format_time(s.elapsed)}{extra}"
         rate = f" {format_rate(s.rate)} {s.unit}/s" if s.rate else ""
         if s.max_value is None:
