@@ -586,20 +586,17 @@ class TensorGraph:
         def ins(op):
             return {s.base for s in op.reads}
 
-        changed = True
-        while changed:  # forward reach from the parameters
-            changed = False
-            for op in ops:
-                if ins(op) & forward and not outs(op) <= forward:
-                    forward |= outs(op)
-                    changed = True
-        changed = True
-        while changed:  # backward reach from the probes
-            changed = False
-            for op in ops:
-                if outs(op) & backward and not ins(op) <= backward:
-                    backward |= ins(op)
-                    changed = True
+        def reach(signals, source, target):  # grow `signals` along source -> target
+            changed = True
+            while changed:
+                changed = False
+                for op in ops:
+                    if source(op) & signals and not target(op) <= signals:
+                        signals |= target(op)
+                        changed = True
+
+        reach(forward, ins, outs)  # everything the parameters influence
+        reach(backward, outs, ins)  # everything the probes depend on
         for group, op_build in self.builder.op_builds.items():
             op_build = getattr(op_build, "built_process", op_build)
             reason = getattr(op_build, "not_differentiable", lambda: None)()
