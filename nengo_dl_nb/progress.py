@@ -345,13 +345,18 @@ class ProgressBar:
 
     def finish(self, success=True, **kwargs):
         "End the stage and draw its final state (failed when `success` is False)."
+        if self._end(success):
+            self._draw(self._t1, newline=True)
+
+    def _end(self, success):
+        "Stamp the end of the stage; False if it had already ended."
         if self._t1 is not None:
-            return
+            return False
         if self._t0 is None:
             self._t0 = _clock()
         self._t1 = _clock()
         self.success = bool(success)
-        self._draw(self._t1, newline=True)
+        return True
 
     def sub(self, msg=None, max_value=1, vars=None, **kwargs):
         "A `SubProgressBar` for a sub-stage called `msg`, drawn where this bar is."
@@ -386,12 +391,8 @@ class SubProgressBar(ProgressBar):
 
     def finish(self, success=True, **kwargs):
         "End the sub-stage without a new line; the parent redraws if it is still running."
-        if self._t1 is not None:
+        if not self._end(success):
             return
-        if self._t0 is None:
-            self._t0 = _clock()
-        self._t1 = _clock()
-        self.success = bool(success)
         if self.parent.started and not self.parent.finished:
             self.parent._draw(self._t1)
         else:
