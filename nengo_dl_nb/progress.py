@@ -90,6 +90,12 @@ class BarStatus(NamedTuple):
     state: str          # "running", "done" or "failed"
     unit: str
 
+    @property
+    def shows_count(self):
+        """Whether the count is worth showing: not for a MessageBar, nor for a stage of
+        unknown length that counted nothing (building), which reads like a MessageBar."""
+        return self.counted and not (self.max_value is None and self.value == 0)
+
 # %% ../nbs/15_progress.ipynb #84b739b8
 class TextView:
     "Draws a bar as one line of text on `stream` (default `sys.stderr`), rewritten with `\\r`."
@@ -112,8 +118,7 @@ class TextView:
         "The line for status `s`."
         label = f"{s.prefix}: {s.stage}" if s.prefix else s.stage
         extra = f" {format_vars(s.vars)}" if s.vars else ""
-        # a stage of unknown length that counted nothing (building) reads like a MessageBar
-        counted = s.counted and not (s.max_value is None and s.value == 0)
+        counted = s.shows_count
         if s.state != "running":
             if not counted:
                 return f"{label} {'finished in' if s.state == 'done' else 'failed after'} " \
@@ -182,13 +187,13 @@ class WidgetView:
         if s.state != "running":
             parts.append(("finished in " if s.state == "done" else "failed after ")
                          + format_time(s.elapsed))
-            if s.counted:
+            if s.shows_count:
                 parts.append(f"{s.value} {s.unit}")
-        elif s.counted:
+        elif s.shows_count:
             parts.append(f"{s.value}/{s.max_value}" if s.max_value is not None else f"{s.value}")
         else:
             parts.append(format_time(s.elapsed))
-        if s.counted and s.rate:
+        if s.shows_count and s.rate:
             parts.append(f"{format_rate(s.rate)} {s.unit}/s")
         if s.state == "running" and s.eta is not None:
             parts.append(f"ETA {format_time(s.eta)}")

@@ -215,6 +215,20 @@ def test_widget_message_bar(clock):
     assert "finished in 2.0s" in label.value
 
 
+def test_widget_unknown_length_counting_nothing(clock):
+    # building: a stage of unknown length whose sub-stages count, the bar itself nothing;
+    # its label reads like a message bar's (no "0 steps"), as the text bar's line does
+    bar = ProgressBar("Building", "Build", max_value=None, backend="widget")
+    progress_w, label = bar.widget.children
+    bar.start()
+    clock.t += 1.5
+    bar.sub("building network").step()  # a refresh while running (the sub-bar counts)
+    assert "steps" not in label.value
+    bar.finish()
+    assert progress_w.value == progress_w.max and "finished in 1.5s" in label.value
+    assert "steps" not in label.value
+
+
 def test_throttling(clock):
     buf = io.StringIO()
     bar = ProgressBar("Simulating", "Simulation", max_value=10_000, backend="text",
