@@ -41,6 +41,8 @@ class SimulationData(Mapping):
                 chunks = sim._probe_data[obj]
                 shape = (sim.minibatch_size, 0) + sim.model.sig[obj]["in"].shape
                 value = np.concatenate(chunks, axis=1) if chunks else np.zeros(shape)
+                if len(chunks) > 1:  # one chunk from now on: reading after every step is cheap
+                    chunks[:] = [value]
                 if not self.minibatched:
                     value = value[0]
                 value.setflags(write=False)
@@ -95,7 +97,7 @@ class SignalValues(Mapping):
         tsig = tg.signals[sig]
         key = tsig.key
         if key in tg.state_vars:
-            value = tg.state_vars[key].numpy()[:, tsig.indices].reshape(tsig.full_shape)
+            value = tg.state_vars[key].numpy()[:, tsig.indices].reshape((-1,) + tsig.shape)
             return value if self.minibatched else value[0]
         source = tg.param_vars[key].numpy() if key in tg.param_vars else tg.constants[key].numpy()
         return source[tsig.indices].reshape(tsig.shape)
@@ -150,13 +152,15 @@ class Simulator:
     `unroll_simulation` builds that many timesteps per loop iteration;
     `minibatch_size` simulates that many independent inputs at once;
     `tensorboard` is a directory where the simulation graph is written for TensorBoard;
+    `strategy` (a `tf.distribute.Strategy`) splits each minibatch across its replicas
+    (see `nengo_dl_nb.distribute`);
     `optimize` is accepted for compatibility with `nengo.Simulator` (our planner always merges).
     A Simulator pickles: the copy carries the model, the simulation state, the probe data and
     the settings, and continues where the original was."""
 
     def __init__(self, network, dt=0.001, seed=None, model=None, device=None,
                  unroll_simulation=1, minibatch_size=None, tensorboard=None,
-                 progress_bar=True, optimize=True):
+                 progress_bar=True, optimize=True, strategy=None):
         self.closed = True  # until the constructor has succeeded
         # `optimize` is nengo.Simulator's switch for its operator merger; our planner always
         # merges (configure_settings(planner=noop_planner) turns that off), so it is only kept
@@ -172,6 +176,14 @@ class Simulator:
         self.unroll = int(unroll_simulation)
         self.minibatch_size = 1 if minibatch_size is None else int(minibatch_size)
         self.tensorboard = tensorboard
+        self.strategy = strategy
+        if strategy is not None:  # distributed: checked before anything is built
+            from nengo_dl_nb.distribute import DistributedTensorGraph, check_strategy
+            check_strategy(strategy, self.minibatch_size, obj=self)
+            if device is not None:
+                raise ValidationError("Give a device or a strategy, not both: the strategy "
+                                      "places its replicas on its own devices",
+                                      attr="device", obj=self)
         if model is None:
             model = NengoModel(dt=float(dt), label=f"{network}, dt={dt:f}",
                                decoder_cache=get_default_decoder_cache(), fail_fast=False)
@@ -183,13 +195,18 @@ class Simulator:
             apply_session_config(get_setting(self.model, "session_config", None))
             dtype = get_setting(self.model, "dtype", tf.float32)
             with bar.sub("building TensorFlow graph", max_value=None):
-                self.tensor_graph = TensorGraph(self.model, self.dt, self.unroll, dtype,
-                                                self.minibatch_size, device)
+                self.tensor_graph = (
+                    TensorGraph(self.model, self.dt, self.unroll, dtype, self.minibatch_size,
+                                device) if strategy is None else
+                    DistributedTensorGraph(self.model, self.dt, self.unroll, dtype,
+                                           self.minibatch_size, strategy=strategy))
         self._summary_writer = (tf.summary.create_file_writer(tensorboard)
                                 if tensorboard is not None else None)
         self.data = SimulationData(self, minibatched=self.minibatch_size > 1)
         self.signals = SignalValues(self.tensor_graph, minibatched=self.minibatch_size > 1)
         self._probe_data = {p: [] for p in self.model.probes}
+        self._sample_period = {p: None if p.sample_every is None else p.sample_every / self.dt
+                               for p in self.model.probes}
         self._keep_history = {p: bool(get_setting(self.model, "keep_history", True, obj=p))
                               for p in self.model.probes}
         if seed is None:
@@ -342,8 +359,12 @@ class Simulator:
 
     def step(self, **kwargs):
         "Advance one step (no progress bar); keyword arguments as `run_steps`."
-        kwargs.setdefault("progress_bar", False)
-        self.run_steps(1, **kwargs)
+        if kwargs.keys() - {"progress_bar"} or self._summary_writer is not None:
+            kwargs.setdefault("progress_bar", False)
+            self.run_steps(1, **kwargs)
+            return
+        self._check_open("run")  # the fast path: no progress bar, the single-step function
+        self._store_probes(1, self._simulate(self._n_steps, run=self.tensor_graph.step))
 
     def run_steps(self, n_steps, data=None, input_feeds=None, profile=False,
                   progress_bar=None, extra_feeds=None):
@@ -379,12 +400,13 @@ class Simulator:
             if profile:
                 tf.profiler.experimental.stop()
 
-    def _simulate(self, *args, **kwargs):
-        """`tensor_graph.run_steps(*args, **kwargs)`; a Python function's own exception is
-        re-raised as it was, any other TensorFlow failure as a SimulationError."""
+    def _simulate(self, *args, run=None, **kwargs):
+        """`tensor_graph.run_steps(*args, **kwargs)` (or `run(*args, **kwargs)`); a Python
+        function's own exception is re-raised as it was, any other TensorFlow failure as a
+        SimulationError."""
         del python_errors[:]
         try:
-            return self.tensor_graph.run_steps(*args, **kwargs)
+            return (run or self.tensor_graph.run_steps)(*args, **kwargs)
         except tf.errors.OpError as e:
             if python_errors:
                 error = python_errors.pop()
@@ -393,6 +415,9 @@ class Simulator:
             raise SimulationError(f"TensorFlow failed while simulating: {e.message}") from e
 
     def _run_chunk(self, n, data):
+        if n == 1 and not data and self._summary_writer is None:  # the single-step function
+            self._store_probes(1, self._simulate(self._n_steps, run=self.tensor_graph.step))
+            return
         export_graph = self._summary_writer is not None and self.tensor_graph._run_fn is None
         if export_graph:  # the first run traces the graph: record it for TensorBoard
             tf.summary.trace_on(graph=True)
@@ -400,11 +425,20 @@ class Simulator:
         if export_graph:
             with self._summary_writer.as_default():
                 tf.summary.trace_export(name="simulation", step=0)
-        steps = np.arange(self._n_steps + 1, self._n_steps + n + 1)
+        self._store_probes(n, outputs)
+
+    def _store_probes(self, n, outputs):
+        "Keep the probe values `outputs` of the `n` steps just run, and advance the time."
+        steps = np.arange(self._n_steps + 1, self._n_steps + n + 1) if n > 1 else None
         for probe, values in zip(self.tensor_graph.probes, outputs):
-            period = 1 if probe.sample_every is None else probe.sample_every / self.dt
-            keep = steps % period < 1
-            values = values if keep.all() else values[:, keep]
+            period = self._sample_period[probe]
+            if period is not None:
+                if steps is None:  # one step: kept or not
+                    if (self._n_steps + 1) % period >= 1:
+                        continue
+                else:
+                    keep = steps % period < 1
+                    values = values if keep.all() else values[:, keep]
             if not self._keep_history[probe]:  # only the latest sample
                 if values.shape[1]:
                     self._probe_data[probe] = [values[:, -1:]]

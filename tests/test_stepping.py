@@ -1,0 +1,124 @@
+"""Single steps: `sim.step()` goes through its own traced function (no loop, no history
+buffers, inputs as scalars or one vector); it must give what a run gives, and what
+`nengo.Simulator` gives stepping the same model."""
+import nengo
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import nengo_dl_nb
+from nengo_dl_nb.tensor_graph import DirectCall
+
+
+def make_net(n_inputs=1, size=1, process=False, sample_every=None):
+    with nengo.Network(seed=3) as net:
+        ens = nengo.Ensemble(40, n_inputs * size)
+        for i in range(n_inputs):
+            if process:
+                node = nengo.Node(nengo.processes.WhiteSignal(1.0, high=5, seed=i), size_out=size)
+            else:
+                node = nengo.Node(lambda t, i=i: np.sin(3 * t + i) * np.ones(size)
+                                  if size > 1 else np.sin(3 * t + i))
+            nengo.Connection(node, ens[i * size:(i + 1) * size])
+        net.const = nengo.Node([0.25] * size)
+        nengo.Connection(net.const, ens[:size])
+        net.p = nengo.Probe(ens, synapse=0.01, sample_every=sample_every)
+        net.p_spikes = nengo.Probe(ens.neurons)
+    return net
+
+
+@pytest.mark.parametrize("n_inputs, size, process", [
+    (1, 1, False),   # one scalar input (the common case)
+    (3, 2, False),   # several nodes, each a vector, still scalars in
+    (2, 9, False),   # 18 values: one vector in
+    (2, 1, True),    # processes step in Python
+])
+def test_steps_equal_run(n_inputs, size, process):
+    net = make_net(n_inputs, size, process)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as run:
+        run.run_steps(25)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as stepped:
+        for _ in range(25):
+            stepped.step()
+        assert stepped.n_steps == 25
+        np.testing.assert_allclose(stepped.data[net.p], run.data[net.p], atol=1e-6)
+        np.testing.assert_array_equal(stepped.data[net.p_spikes], run.data[net.p_spikes])
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        for _ in range(25):
+            ref.step()
+    np.testing.assert_allclose(stepped.data[net.p], ref.data[net.p], atol=1e-4)
+
+
+def test_steps_mix_with_runs_minibatch_and_sampling():
+    net = make_net(sample_every=0.003)
+    with nengo_dl_nb.Simulator(net, progress_bar=False, minibatch_size=3) as run:
+        run.run_steps(20)
+    with nengo_dl_nb.Simulator(net, progress_bar=False, minibatch_size=3) as mixed:
+        mixed.step()
+        mixed.run_steps(7)
+        for _ in range(5):
+            mixed.step()
+            assert mixed.data[net.p].shape == (3, mixed.n_steps // 3, 1)
+        mixed.run_steps(1)  # a run of one step takes the single-step function too
+        mixed.run_steps(6)
+        for p in (net.p, net.p_spikes):
+            np.testing.assert_allclose(mixed.data[p], run.data[p], atol=1e-6)
+        # every item is the same input: the items agree
+        np.testing.assert_allclose(mixed.data[net.p][0], mixed.data[net.p][2])
+
+
+def test_step_keep_history_false():
+    net = make_net()
+    with net:
+        nengo_dl_nb.configure_settings(keep_history=False)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        for _ in range(10):
+            sim.step()
+        last = sim.data[net.p]
+    ref = make_net()
+    with nengo_dl_nb.Simulator(ref, progress_bar=False) as full:
+        full.run_steps(10)
+    assert last.shape == (1, 1)
+    np.testing.assert_allclose(last, full.data[ref.p][-1:], atol=1e-6)
+
+
+def test_step_with_data_and_errors():
+    net = make_net()
+    stim = [n for n in net.nodes if n is not net.const][0]
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as fed:
+        fed.step(data={stim: np.full((1, 1), 0.5)})  # data: the general path
+        fed.step()
+        assert fed.n_steps == 2
+    with nengo.Network() as bad:
+        node = nengo.Node(lambda t: 1 / 0 if t > 0.0015 else 0.0)
+        nengo.Probe(node)
+    with nengo_dl_nb.Simulator(bad, progress_bar=False) as sim:
+        sim.step()
+        with pytest.raises(ZeroDivisionError):
+            sim.step()
+    with nengo.Network() as nan:
+        nengo.Probe(nengo.Node(lambda t: np.nan))
+    with nengo_dl_nb.Simulator(nan, progress_bar=False) as sim:
+        with pytest.raises(nengo.exceptions.SimulationError, match="non-finite"):
+            sim.step()
+
+
+def test_data_read_between_steps_is_whole():
+    net = make_net()
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        seen = []
+        for _ in range(12):
+            sim.step()
+            seen.append(sim.data[net.p][-1].copy())
+        np.testing.assert_array_equal(np.array(seen), sim.data[net.p])
+        assert len(sim._probe_data[net.p]) <= 2  # kept as one chunk (+ the newest)
+
+
+def test_direct_call_matches_public_call():
+    fn = tf.function(lambda a, b: (a * b, a - b), autograph=False)
+    call = DirectCall(fn, tf.TensorSpec((3,), tf.float64), tf.TensorSpec((), tf.float64))
+    a, b = np.array([1.0, 2.0, 3.0]), 0.5
+    fast = call(call.tensor(a, tf.float64), call.tensor(b, tf.float64))
+    public = fn(tf.constant(a), tf.constant(b, tf.float64))
+    for x, y in zip(fast, public):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
