@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['NETWORKS', 'COMMANDS', 'integrator', 'cconv', 'pes', 'basal_ganglia', 'mnist', 'random_network', 'spaun',
            'make_network', 'run_profile', 'time_simulator', 'compare', 'measure', 'compare_networks', 'small',
-           'time_small', 'compare_small', 'matmul_vs_reduce', 'split_commands', 'main']
+           'time_small', 'compare_small', 'resident_mb', 'history_memory', 'matmul_vs_reduce', 'split_commands', 'main']
 
 # %% ../nbs/40_benchmarks.ipynb #cc4534f9
 import argparse
@@ -437,6 +437,35 @@ def compare_small(repeats=3, file=None):
           file=file)
     return {"nengo": ref, "ours": ours}
 
+# %% ../nbs/40_benchmarks.ipynb #005d04b3
+def resident_mb():
+    "This process's resident memory in MB (Linux), or NaN where it cannot be read."
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+def history_memory(n_steps=100_000, every=10_000, dimensions=8, neurons_per_d=32, file=None):
+    """Run the integrator with `keep_history=False` probes for `n_steps` steps, in runs of
+    `every`; print and return `[(steps so far, resident MB)]`."""
+    import nengo_dl_nb
+    file = sys.stdout if file is None else file
+    net = integrator(dimensions, neurons_per_d)
+    with net:
+        nengo_dl_nb.configure_settings(keep_history=False)
+        probe = nengo.Probe(net.all_ensembles[0], synapse=0.01)
+    rows = []
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        for done in range(every, n_steps + 1, every):
+            sim.run_steps(every)
+            rows.append((done, resident_mb()))
+            print(f"{done:>9,} steps  {rows[-1][1]:8.1f} MB  probe data {sim.data[probe].shape}",
+                  file=file)
+    growth = rows[-1][1] - rows[0][1]
+    print(f"growth after the first run: {growth:+.1f} MB over {n_steps - every:,} steps", file=file)
+    return rows
+
 # %% ../nbs/40_benchmarks.ipynb #a7281f60
 def matmul_vs_reduce(shapes=((1, 64, 64), (64, 16, 16), (64, 64, 64), (256, 8, 64), (16, 256, 256)),
                      reps=20, file=None):
@@ -468,7 +497,7 @@ def matmul_vs_reduce(shapes=((1, 64, 64), (64, 16, 16), (64, 64, 64), (256, 8, 6
     return rows
 
 # %% ../nbs/40_benchmarks.ipynb #ae7321e3
-COMMANDS = ("build", "profile", "matmul-vs-reduce", "compare", "small", "_measure")
+COMMANDS = ("build", "profile", "matmul-vs-reduce", "compare", "small", "history", "_measure")
 
 def _kwarg(text):
     key, sep, value = text.partition("=")
@@ -495,7 +524,7 @@ def _parser():
         prog="python -m nengo_dl_nb.benchmarks",
         description="Benchmarks. Commands chain: build --benchmark NAME ... profile ...")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{build,profile,matmul-vs-reduce,compare,small}")
+                                metavar="{build,profile,matmul-vs-reduce,compare,small,history}")
     b = sub.add_parser("build", help="build one of the benchmark networks")
     b.add_argument("--benchmark", default="cconv", choices=sorted(NETWORKS))
     b.add_argument("--dimensions", type=int, default=128)
@@ -528,6 +557,9 @@ def _parser():
                    help="measure in this process (faster; memory figures less honest)")
     s = sub.add_parser("small", help="time step() and run() on a small model in both simulators")
     s.add_argument("--repeats", type=int, default=3)
+    y = sub.add_parser("history", help="resident memory over a long run with keep_history=False")
+    y.add_argument("--n-steps", "--n_steps", dest="n_steps", type=int, default=100_000)
+    y.add_argument("--every", type=int, default=10_000)
     h = sub.add_parser("_measure")  # one simulator on one network, for compare (fresh process)
     h.add_argument("network", choices=sorted(NETWORKS))
     h.add_argument("simulator", choices=("nengo", "ours"))
@@ -589,6 +621,8 @@ def _run_command(args, state):
                                 args.repeats, fresh_process=args.fresh_process)
     if args.command == "small":
         return compare_small(args.repeats)
+    if args.command == "history":
+        return history_memory(args.n_steps, args.every)
     if args.command == "_measure":
         kw = {k: getattr(args, k) for k in ("dimensions", "neurons_per_d", "n_steps",
                                              "minibatch_size", "repeats")

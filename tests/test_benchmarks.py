@@ -132,3 +132,11 @@ def test_compare_networks_in_process(capsys):
                                       repeats=1, fresh_process=False)
     assert set(res) == {"integrator"}
     assert capsys.readouterr().out.count("ratio") == 1
+
+
+def test_history_memory_keeps_one_sample(capsys):
+    rows = benchmarks.main(["history", "--n-steps", "600", "--every", "200"])[0]
+    assert [steps for steps, _ in rows] == [200, 400, 600]
+    assert all(mb > 0 for _, mb in rows)  # resident memory read (Linux)
+    out = capsys.readouterr().out
+    assert out.count("probe data (1, 1)") == 3 and "growth after the first run" in out
