@@ -363,8 +363,8 @@ class Simulator:
             kwargs.setdefault("progress_bar", False)
             self.run_steps(1, **kwargs)
             return
-        self._check_open("run")  # the fast path: no progress bar, the single-step function
-        self._store_probes(1, self._simulate(self._n_steps, run=self.tensor_graph.step))
+        self._check_open("run")  # the fast path: no progress bar, no validation to do
+        self._single_step()
 
     def run_steps(self, n_steps, data=None, input_feeds=None, profile=False,
                   progress_bar=None, extra_feeds=None):
@@ -414,9 +414,13 @@ class Simulator:
                 raise error from None
             raise SimulationError(f"TensorFlow failed while simulating: {e.message}") from e
 
+    def _single_step(self):
+        "One step through the single-step function (inputs from the nodes themselves)."
+        self._store_probes(1, self._simulate(self._n_steps, run=self.tensor_graph.step))
+
     def _run_chunk(self, n, data):
-        if n == 1 and not data and self._summary_writer is None:  # the single-step function
-            self._store_probes(1, self._simulate(self._n_steps, run=self.tensor_graph.step))
+        if n == 1 and not data and self._summary_writer is None:
+            self._single_step()
             return
         export_graph = self._summary_writer is not None and self.tensor_graph._run_fn is None
         if export_graph:  # the first run traces the graph: record it for TensorBoard

@@ -199,6 +199,17 @@ def start_browser(chromium, chromedriver, profile, width, height):
 
 # --- JavaScript run in the page ---------------------------------------------------------------
 
+JS_ERRORS_OF = """// error outputs, from the notebook's model (JupyterLab draws them as stderr text)
+const errorsOf = panel => panel.content.widgets.filter(c => c.model.type === 'code').flatMap(c => {
+  const outs = c.model.outputs, found = [];
+  for (let i = 0; i < outs.length; i++) {
+    const o = outs.get(i).toJSON();
+    if (o.output_type === 'error') found.push(`${o.ename}: ${o.evalue}`.slice(0, 400));
+  }
+  return found;
+});
+"""
+
 JS_NOTEBOOK_STATE = """
 const path = arguments[0];
 const panel = window.jupyterapp ? Array.from(window.jupyterapp.shell.widgets('main')).find(
@@ -212,15 +223,7 @@ const prompts = cells.map(c => {
   return p ? p.textContent.trim() : '';
 });
 const current = window.jupyterapp.shell.currentWidget === panel;
-// error outputs, from the notebook's model (JupyterLab draws them as stderr text)
-const errorsOf = panel => panel.content.widgets.filter(c => c.model.type === 'code').flatMap(c => {
-  const outs = c.model.outputs, found = [];
-  for (let i = 0; i < outs.length; i++) {
-    const o = outs.get(i).toJSON();
-    if (o.output_type === 'error') found.push(`${o.ename}: ${o.evalue}`.slice(0, 400));
-  }
-  return found;
-});
+%ERRORS_OF%
 const errors = errorsOf(panel).length;
 return {ready: panel.context.isReady && !!kernel, path: panel.context.path, current: current,
         errors: errors,
@@ -248,15 +251,7 @@ const source = c => {
   return ed ? ed.textContent : '';
 };
 const outputsOf = c => Array.from(c.querySelectorAll('.jp-OutputArea-output'));
-// error outputs, from the notebook's model (JupyterLab draws them as stderr text)
-const errorsOf = panel => panel.content.widgets.filter(c => c.model.type === 'code').flatMap(c => {
-  const outs = c.model.outputs, found = [];
-  for (let i = 0; i < outs.length; i++) {
-    const o = outs.get(i).toJSON();
-    if (o.output_type === 'error') found.push(`${o.ename}: ${o.evalue}`.slice(0, 400));
-  }
-  return found;
-});
+%ERRORS_OF%
 const errors = errorsOf(panel);
 const all = cells.flatMap(outputsOf);
 // a rendered widget output holds the widget's view (class jupyter-widgets) itself
@@ -288,6 +283,10 @@ return {n_code_cells: cells.length, errors: errors, n_widget_outputs: widgetOutp
         unrendered: unrendered, empty_widget_outputs: emptyWidgets,
         magic_cell: magicIndex, progress_bars: bars, progress_labels: labels, images: images};
 """
+
+# both scripts read the error outputs the same way
+JS_NOTEBOOK_STATE, JS_INSPECT = (js.replace("%ERRORS_OF%\n", JS_ERRORS_OF)
+                                 for js in (JS_NOTEBOOK_STATE, JS_INSPECT))
 
 JS_SCROLL_TO_MAGIC = """
 const magic = arguments[1];
