@@ -256,20 +256,12 @@ class DistributedTensorGraph(TensorGraph):
             inner = tf.function(gradients, jit_compile=True, autograph=False)
 
             def replica(inputs, targets):
-                if self.replica_jit:  # parameters are arrays: the gradient is compiled
-                    loss, grads, state = inner(inputs, targets, self.read_state(),
-                                               self._params())
-                else:
-                    with tf.GradientTape() as tape:
-                        state, outputs = self.simulate(
-                            tf.constant(n_steps), n_steps, inputs, self.read_state(),
-                            training=True, static_steps=n_steps)
-                        loss = self.replica_objective(objective, outputs, targets)
-                    grads = tape.gradient(loss, variables)
-                grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-                         for g, v in zip(grads, variables)]
-                optimizer.apply_gradients(zip(grads, variables))
-                self.write_state(state)
+                if not self.replica_jit:
+                    return self.tape_step(n_steps, objective, inputs, targets, optimizer,
+                                          value=self.replica_objective)
+                # parameters are arrays: the gradient is compiled
+                loss, grads, state = inner(inputs, targets, self.read_state(), self._params())
+                self.apply_gradients(optimizer, grads, variables, state)
                 return loss
 
             def step(inputs, targets):

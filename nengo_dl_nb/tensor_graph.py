@@ -656,20 +656,31 @@ class TensorGraph:
             optimizer.build(variables)
 
             def step(inputs, targets):
-                with tf.GradientTape() as tape:
-                    state, outputs = self.simulate(
-                        tf.constant(n_steps), n_steps, inputs, self.read_state(),
-                        training=True, static_steps=n_steps)
-                    loss = self.objective_value(objective, outputs, targets)
-                grads = tape.gradient(loss, variables)
-                grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-                         for g, v in zip(grads, variables)]
-                optimizer.apply_gradients(zip(grads, variables))
-                self.write_state(state)
-                return loss
+                return self.tape_step(n_steps, objective, inputs, targets, optimizer)
             self._train_fns[key] = tf.function(step, jit_compile=self.jit_compile,
                                                autograph=False, reduce_retracing=True)
         return self._train_fns[key]
+
+    def tape_step(self, n_steps, objective, inputs, targets, optimizer, value=None):
+        """Symbolically: simulate `n_steps` in training mode from the state variables, take the
+        gradient of the objective (`value(objective, outputs, targets)`, by default
+        `objective_value`) with respect to the trainable variables, apply the optimizer and
+        keep the final state. Returns the objective value."""
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            state, outputs = self.simulate(tf.constant(n_steps), n_steps, inputs,
+                                           self.read_state(), training=True,
+                                           static_steps=n_steps)
+            loss = (value or self.objective_value)(objective, outputs, targets)
+        self.apply_gradients(optimizer, tape.gradient(loss, variables), variables, state)
+        return loss
+
+    def apply_gradients(self, optimizer, grads, variables, state):
+        "One optimizer update (a missing gradient counts as zero), then store the final `state`."
+        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                 for g, v in zip(grads, variables)]
+        optimizer.apply_gradients(zip(grads, variables))
+        self.write_state(state)
 
     def gradient_function(self, n_steps):
         """`f(params, inputs, weights) -> (value, gradients)`: the sum of each probe's history
