@@ -179,12 +179,17 @@ class DotIncBuilder(OpBuilder):
             return
         mb = signals.minibatch_size
         X = tf.reshape(X, (-1, self.g, self.m))
-        if self.A.minibatched:
-            Y = tf.einsum("bgnm,bgm->bgn", tf.reshape(A, (mb, self.g, self.n, self.m)), X)
+        A = tf.reshape(A, ((mb,) if self.A.minibatched else (1,)) + (self.g, self.n, self.m))
+        if self.m == 1:  # a broadcast product: (., g, n) * (mb, g, 1)
+            Y = A[..., 0] * X
+        elif self.n == 1:  # a product summed along X's last axis, in X's layout
+            Y = tf.reduce_sum(A[:, :, 0] * X, axis=2, keepdims=True)
+        elif self.A.minibatched:
+            Y = tf.einsum("bgnm,bgm->bgn", A, X)
         elif self.g == 1:
-            Y = tf.matmul(X[:, 0], tf.reshape(A, (self.n, self.m)), transpose_b=True)
+            Y = tf.matmul(X[:, 0], A[0, 0], transpose_b=True)
         else:
-            Y = tf.einsum("gnm,bgm->bgn", tf.reshape(A, (self.g, self.n, self.m)), X)
+            Y = tf.einsum("gnm,bgm->bgn", A[0], X)
         signals.scatter(self.Y, tf.reshape(Y, (-1, self.g * self.n)), mode="inc")
 
     @staticmethod
