@@ -47,3 +47,43 @@ def test_plans_respect_dependencies_and_agree(seed):
     for values in results:
         for p, v in zip(probes, values):
             np.testing.assert_allclose(v, ref.data[p], atol=1e-8)
+
+
+def test_dotinc_group_shapes_agree_with_nengo():
+    """Merged DotInc groups take four forms (broadcast product when each matrix has one
+    column, product summed along X when it has one row, batched dot otherwise, one
+    matrix product for a group of one), with fixed and per-item (PES) matrices; each
+    must give nengo.Simulator's outputs, in float64 to 1e-8."""
+    from nengo_dl_nb.op_builders import DotIncBuilder
+    with nengo.Network(seed=4) as net:
+        nengo_dl_nb.configure_settings(dtype=tf.float64)
+        stim = nengo.Node(lambda t: [np.sin(5 * t), np.cos(3 * t)])
+        ones = [nengo.Ensemble(12, 1) for _ in range(3)]      # encoders (12, 1), decoders (1, 12)
+        twos = [nengo.Ensemble(10, 2) for _ in range(3)]      # encoders (10, 2), decoders (2, 10)
+        lone = nengo.Ensemble(9, 3)                           # a group of one
+        for e in ones:
+            nengo.Connection(stim[0], e)
+        for e in twos:
+            nengo.Connection(stim, e)
+        nengo.Connection(stim, lone[:2])
+        out1 = nengo.Node(size_in=1)
+        out2 = nengo.Node(size_in=2)
+        for e in ones:
+            conn = nengo.Connection(e, out1, learning_rule_type=nengo.PES(1e-3))
+            nengo.Connection(out1, conn.learning_rule, transform=-1)  # error = output
+        for e in twos:
+            nengo.Connection(e, out2, function=lambda x: x ** 2)
+        nengo.Connection(lone, out2, function=lambda x: x[:2] * x[2])
+        probes = [nengo.Probe(out1, synapse=0.01), nengo.Probe(out2, synapse=0.01)]
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        ref.run_steps(60)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        shapes = set()
+        for op_build in sim.tensor_graph.builder.op_builds.values():
+            if isinstance(op_build, DotIncBuilder) and op_build.dense:
+                shapes.add(("m1" if op_build.m == 1 else "n1" if op_build.n == 1 else
+                            "one" if op_build.g == 1 else "dot", op_build.A.minibatched))
+        assert {("m1", False), ("n1", True), ("dot", False)} <= shapes, shapes
+        sim.run_steps(60)
+        for p in probes:
+            np.testing.assert_allclose(sim.data[p], ref.data[p], atol=1e-8)
