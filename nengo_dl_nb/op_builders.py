@@ -17,7 +17,7 @@ from nengo.exceptions import BuildError, SimulationError
 from nengo.utils.numpy import broadcast_shape
 
 from .builder import Builder, OpBuilder
-from .signals import sparse_coordinates
+from .signals import reshape, sparse_coordinates
 from .utils import function_name, np_dtype
 
 # %% ../nbs/04_op_builders.ipynb #788ea7d8
@@ -179,17 +179,17 @@ class DotIncBuilder(OpBuilder):
             return
         mb = signals.minibatch_size
         X = tf.reshape(X, (-1, self.g, self.m))
-        A = tf.reshape(A, ((mb,) if self.A.minibatched else (1,)) + (self.g, self.n, self.m))
+        lead = (mb,) if self.A.minibatched else (1,)
         if self.m == 1:  # a broadcast product: (., g, n) * (mb, g, 1)
-            Y = A[..., 0] * X
+            Y = reshape(A, lead + (self.g, self.n)) * X
         elif self.n == 1:  # a product summed along X's last axis, in X's layout
-            Y = tf.reduce_sum(A[:, :, 0] * X, axis=2, keepdims=True)
+            Y = tf.reduce_sum(reshape(A, lead + (self.g, self.m)) * X, axis=2, keepdims=True)
         elif self.A.minibatched:
-            Y = tf.einsum("bgnm,bgm->bgn", A, X)
+            Y = tf.einsum("bgnm,bgm->bgn", reshape(A, (mb, self.g, self.n, self.m)), X)
         elif self.g == 1:
-            Y = tf.matmul(X[:, 0], A[0, 0], transpose_b=True)
+            Y = tf.matmul(X[:, 0], reshape(A, (self.n, self.m)), transpose_b=True)
         else:
-            Y = tf.einsum("gnm,bgm->bgn", A[0], X)
+            Y = tf.einsum("gnm,bgm->bgn", reshape(A, (self.g, self.n, self.m)), X)
         signals.scatter(self.Y, tf.reshape(Y, (-1, self.g * self.n)), mode="inc")
 
     @staticmethod
