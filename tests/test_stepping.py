@@ -122,3 +122,36 @@ def test_direct_call_matches_public_call():
     public = fn(tf.constant(a), tf.constant(b, tf.float64))
     for x, y in zip(fast, public):
         np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+def test_identical_step_graphs_share_one_compiled_function():
+    """A second simulator of the same structure (here another seed: other encoders, gains,
+    decoders, all in variables) runs the first one's compiled step function with its own
+    variables; stepping both in turn, each gives what its own run gives (its own run
+    function is not shared) and what nengo.Simulator gives. Another structure does not share."""
+    def net_with_seed(seed):
+        net = make_net(n_inputs=2)
+        net.seed = seed
+        return net
+    nets = [net_with_seed(3), net_with_seed(11)]
+    sims = [nengo_dl_nb.Simulator(net, progress_bar=False) for net in nets]
+    try:
+        calls = [sim.tensor_graph.step_call() for sim in sims]
+        assert calls[1].concrete is calls[0].concrete
+        for _ in range(30):  # in turn: each step must read and write its own state
+            for sim in sims:
+                sim.step()
+        for net, sim in zip(nets, sims):
+            with nengo_dl_nb.Simulator(net, progress_bar=False) as run:
+                run.run_steps(30)
+            np.testing.assert_allclose(sim.data[net.p], run.data[net.p], atol=1e-6)
+            np.testing.assert_array_equal(sim.data[net.p_spikes], run.data[net.p_spikes])
+            with nengo.Simulator(net, progress_bar=False) as ref:
+                ref.run_steps(30)
+            np.testing.assert_allclose(sim.data[net.p], ref.data[net.p], atol=1e-4)
+        assert not np.allclose(sims[0].data[nets[0].p], sims[1].data[nets[1].p], atol=1e-3)
+        with nengo_dl_nb.Simulator(make_net(n_inputs=3), progress_bar=False) as other:
+            assert other.tensor_graph.step_call().concrete is not calls[0].concrete
+    finally:
+        for sim in sims:
+            sim.close()
