@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['NETWORKS', 'COMMANDS', 'integrator', 'cconv', 'pes', 'basal_ganglia', 'mnist', 'random_network', 'spaun',
            'make_network', 'run_profile', 'time_simulator', 'compare', 'measure', 'compare_networks', 'small',
-           'time_small', 'compare_small', 'resident_mb', 'history_memory', 'matmul_vs_reduce', 'split_commands', 'main']
+           'time_small', 'compare_small', 'build_floor', 'resident_mb', 'history_memory', 'matmul_vs_reduce',
+           'split_commands', 'main']
 
 # %% ../nbs/40_benchmarks.ipynb #cc4534f9
 import argparse
@@ -442,6 +443,97 @@ def compare_small(repeats=3, file=None):
           f"{ratios[3]:>17.2f}x", file=file)
     return {"nengo": ref, "ours": ours}
 
+# %% ../nbs/40_benchmarks.ipynb #3243ef87
+def _lif_update(n):
+    """A new XLA-compiled function doing nengo's `LIF.step` for `n` neurons (input current
+    in, spikes out), its input spec, an input, and its voltage and refractory variables."""
+    import tensorflow as tf
+    voltage = tf.Variable(np.zeros((1, n), np.float32))
+    refractory = tf.Variable(np.zeros((1, n), np.float32))
+    dt, tau_rc, tau_ref = 0.001, 0.02, 0.002
+
+    def update(J):
+        ref = refractory - dt
+        delta_t = tf.clip_by_value(dt - ref, 0.0, dt)
+        v = voltage - (J - voltage) * tf.math.expm1(-delta_t / tau_rc)
+        spiked = v > 1.0
+        t_spike = dt + tau_rc * tf.math.log1p(-(v - 1) / (J - 1))
+        voltage.assign(tf.where(spiked, 0.0, tf.maximum(v, 0.0)))
+        refractory.assign(tf.where(spiked, tau_ref + t_spike, ref))
+        return tf.cast(spiked, tf.float32) / dt
+
+    return (tf.function(update, jit_compile=True, autograph=False),
+            tf.TensorSpec((1, n), tf.float32), tf.fill((1, n), 2.0), voltage, refractory)
+
+def _two_ops(n):
+    "A new XLA-compiled function of two operations on `n` values, and its input."
+    import tensorflow as tf
+    return (tf.function(lambda x: x * 2.0 + 1.0, jit_compile=True, autograph=False),
+            tf.TensorSpec((n,), tf.float32), tf.zeros((n,)))
+
+def build_floor(repeats=3, file=None):
+    """Print and return (seconds, medians of `repeats`): nengo.Simulator's build to the first
+    step on `small`; ours split into constructor, trace and compile with the first step; and
+    XLA's trace and compile of a two-operation function and of nengo's LIF update alone."""
+    import nengo_dl_nb
+    file = sys.stdout if file is None else file
+
+    def small_of(n):
+        with nengo.Network(seed=0) as net:
+            stim = nengo.Node(np.sin)
+            ens = nengo.Ensemble(n, 1)
+            nengo.Connection(stim, ens)
+            nengo.Probe(ens, synapse=0.01)
+        return net
+
+    def ours(n):
+        start = time.perf_counter()
+        sim = nengo_dl_nb.Simulator(small_of(n), progress_bar=False)
+        built = time.perf_counter()
+        sim.tensor_graph.step_call()
+        traced = time.perf_counter()
+        sim.step()
+        done = time.perf_counter()
+        sim.close()
+        return built - start, traced - built, done - traced
+
+    def nengo_first_step(n):
+        start = time.perf_counter()
+        with nengo.Simulator(small_of(n), progress_bar=False) as sim:
+            sim.step()
+            return (time.perf_counter() - start,)
+
+    def xla(make, n):
+        fn, spec, x = make(n)[:3]
+        start = time.perf_counter()
+        fn.get_concrete_function(spec)
+        traced = time.perf_counter()
+        fn(x).numpy()
+        return traced - start, time.perf_counter() - traced
+
+    parts = {"nengo": nengo_first_step, "ours": ours,
+             "two_ops": lambda n: xla(_two_ops, n), "lif": lambda n: xla(_lif_update, n)}
+    times = {k: [] for k in parts}
+    for i in range(repeats + 1):
+        for key, fn in parts.items():
+            t = fn(50 + i)
+            if i:  # round 0 warms up
+                times[key].append(t)
+    med = {k: tuple(statistics.median(x) for x in zip(*v)) for k, v in times.items()}
+    nengo_s = med["nengo"][0]
+    rows = [("nengo.Simulator: build + first step", nengo_s),
+            ("  twice that (the target)", 2 * nengo_s),
+            ("ours: Simulator() (runs nengo's builder)", med["ours"][0]),
+            ("ours: trace the step function", med["ours"][1]),
+            ("ours: XLA compile + first step", med["ours"][2]),
+            ("ours: build + first step", sum(med["ours"])),
+            ("XLA, 2 operations: trace + compile", sum(med["two_ops"])),
+            ("XLA, LIF update alone: trace", med["lif"][0]),
+            ("XLA, LIF update alone: compile + call", med["lif"][1])]
+    for label, seconds in rows:
+        print(f"{label:<44}{seconds:>8.3f} s{seconds / nengo_s:>8.1f}x", file=file)
+    return med
+
 # %% ../nbs/40_benchmarks.ipynb #005d04b3
 def resident_mb():
     "This process's resident memory in MB (Linux), or NaN where it cannot be read."
@@ -560,7 +652,8 @@ def _parser():
     c.add_argument("--repeats", type=int, default=3)
     c.add_argument("--in-process", dest="fresh_process", action="store_false",
                    help="measure in this process (faster; memory figures less honest)")
-    s = sub.add_parser("small", help="time step() and run() on a small model in both simulators")
+    s = sub.add_parser("small", help="time step() and run() on a small model in both simulators, and where "
+                       "the first build's time goes")
     s.add_argument("--repeats", type=int, default=3)
     y = sub.add_parser("history", help="resident memory over a long run with keep_history=False")
     y.add_argument("--n-steps", "--n_steps", dest="n_steps", type=int, default=100_000)
@@ -625,7 +718,10 @@ def _run_command(args, state):
                                 _neuron(args.neuron_type), args.n_steps, args.minibatch_size,
                                 args.repeats, fresh_process=args.fresh_process)
     if args.command == "small":
-        return compare_small(args.repeats)
+        result = compare_small(args.repeats)
+        print(file=sys.stdout)
+        result["floor"] = build_floor(args.repeats)
+        return result
     if args.command == "history":
         return history_memory(args.n_steps, args.every)
     if args.command == "_measure":

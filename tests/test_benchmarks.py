@@ -140,3 +140,33 @@ def test_history_memory_keeps_one_sample(capsys):
     assert all(mb > 0 for _, mb in rows)  # resident memory read (Linux)
     out = capsys.readouterr().out
     assert out.count("probe data (1, 1)") == 3 and "growth after the first run" in out
+
+
+def test_lif_update_matches_nengo_lif_step():
+    # the function build_floor compiles is nengo's LIF update: same spikes, voltages and
+    # refractory times as nengo.LIF.step over steps that spike, rest and stay refractory
+    fn, spec, _, voltage, refractory = benchmarks._lif_update(6)
+    J = np.array([[0.5, 1.2, 2.0, 5.0, 20.0, 60.0]], np.float32)
+    lif = nengo.LIF()
+    ref_v, ref_r = np.zeros(6), np.zeros(6)
+    out = np.zeros(6)
+    n_spikes = 0
+    for _ in range(40):
+        lif.step(0.001, J[0].astype(np.float64), out, ref_v, ref_r)
+        spikes = fn(J).numpy()[0]
+        np.testing.assert_array_equal(spikes > 0, out > 0)
+        np.testing.assert_allclose(voltage.numpy()[0], ref_v, atol=1e-5)
+        np.testing.assert_allclose(refractory.numpy()[0], ref_r, atol=1e-5)
+        n_spikes += int(np.sum(out > 0))
+    assert n_spikes > 10
+
+
+def test_build_floor_reports_every_part(capsys):
+    med = benchmarks.build_floor(repeats=1)
+    assert set(med) == {"nengo", "ours", "two_ops", "lif"}
+    assert len(med["ours"]) == 3 and len(med["lif"]) == 2
+    assert all(t > 0 for v in med.values() for t in v)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 9 and lines[0].startswith("nengo.Simulator")
+    total = float(lines[5].split()[-3])
+    assert total == pytest.approx(sum(med["ours"]), abs=2e-3)
