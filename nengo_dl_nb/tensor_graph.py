@@ -448,12 +448,15 @@ class TensorGraph:
         return bases
 
     def build_step(self, step, state, inputs):
-        "One timestep: returns the new state (flat tuple of segments) and the probe values."
+        """One timestep: returns the new state (flat tuple of segments) and the probe values.
+        `inputs` holds each input node's values for every step, `(minibatch, steps, size)`,
+        read at `step`; with `step` None, its values for this step (anything `scatter`
+        broadcasts to `(minibatch, size)`)."""
         signals = self.signals
         signals.bases = self.unflatten(state)
         signals.bases.update(self._fixed_bases)
         for tsig, values in zip(self.input_tsigs, inputs):
-            signals.scatter(tsig, values[:, step])
+            signals.scatter(tsig, values if step is None else values[:, step])
         side_effects = self.builder.build()
         probes = []
         for tsig in self.probe_blocks:
@@ -593,12 +596,16 @@ class TensorGraph:
         vector of them all."""
         self._fixed_bases = {k: v.read_value() for k, v in self.param_vars.items()}
         self._fixed_bases.update(self.constants)
-        nodes = ()
-        if inputs:
-            x = tf.stack(inputs) if self._scalar_inputs else inputs[0]
-            x = tf.broadcast_to(x[None], (self.minibatch_size, self._input_size))
-            nodes = [v[:, None] for v in tf.split(x, [n.size for n in self.input_nodes], axis=1)]
-        state, probes = self.build_step(0, self.read_state(), nodes)
+        nodes = []  # each node's values, broadcast over the minibatch by `scatter`
+        if self._scalar_inputs:
+            i = 0
+            for n in self.input_nodes:
+                nodes.append(inputs[i] if n.size == 1 else tf.stack(inputs[i:i + n.size]))
+                i += n.size
+        elif inputs:
+            sizes = [n.size for n in self.input_nodes]
+            nodes = tf.split(inputs[0], sizes) if len(sizes) > 1 else [inputs[0]]
+        state, probes = self.build_step(None, self.read_state(), nodes)
         self.write_state(state)
         return tuple(probes)
 
