@@ -12,6 +12,7 @@ from nengo.builder.learning_rules import SimBCM, SimOja, SimPES, SimRLS, SimVoja
 
 from .builder import Builder, OpBuilder
 from .op_builders import combined, flat_signal
+from .signals import reshape
 
 # %% ../nbs/07_learning_rule_builders.ipynb #06d9a785
 class LearningRuleBuilder(OpBuilder):
@@ -29,11 +30,11 @@ class LearningRuleBuilder(OpBuilder):
 
     def read(self, signals, tsig, shape):
         "Gather `tsig` as `(batch, g) + shape` (batch 1 when it is not minibatched)."
-        return tf.reshape(signals.gather(tsig), (-1 if tsig.minibatched else 1, self.g) + shape)
+        return reshape(signals.gather(tsig), (-1 if tsig.minibatched else 1, self.g) + shape)
 
     def write(self, signals, tsig, value):
         "Overwrite `tsig` (minibatched) with `value` of shape `(batch, g) + shape`."
-        signals.scatter(tsig, tf.reshape(value, (-1, tsig.size)))
+        signals.scatter(tsig, reshape(value, (-1, tsig.size)))
 
     def per_op(self, values, shape=()):
         """A constant from one value (scalar, or array of `shape`) per op, computed in float64

@@ -178,7 +178,7 @@ class DotIncBuilder(OpBuilder):
             signals.scatter(self.Y, A * X, mode="inc")
             return
         mb = signals.minibatch_size
-        X = tf.reshape(X, (-1, self.g, self.m))
+        X = reshape(X, (-1, self.g, self.m))
         lead = (mb,) if self.A.minibatched else (1,)
         if self.m == 1:  # a broadcast product: (., g, n) * (mb, g, 1)
             Y = reshape(A, lead + (self.g, self.n)) * X
@@ -190,7 +190,7 @@ class DotIncBuilder(OpBuilder):
             Y = tf.matmul(X[:, 0], reshape(A, (self.n, self.m)), transpose_b=True)
         else:
             Y = tf.einsum("gnm,bgm->bgn", reshape(A, (self.g, self.n, self.m)), X)
-        signals.scatter(self.Y, tf.reshape(Y, (-1, self.g * self.n)), mode="inc")
+        signals.scatter(self.Y, reshape(Y, (-1, self.g * self.n)), mode="inc")
 
     @staticmethod
     def mergeable(x, y):

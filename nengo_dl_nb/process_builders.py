@@ -19,6 +19,7 @@ from nengo.utils.numpy import maxint
 
 from .builder import Builder, OpBuilder
 from .op_builders import GenericOpBuilder, combined, flat_signal
+from .signals import reshape
 
 # %% ../nbs/06_process_builders.ipynb #aae05d03
 class GenericProcessBuilder(GenericOpBuilder):
@@ -79,8 +80,8 @@ class LinearFilterStep:
         "Filter input `u` `(mb, n)` one step: updates the state, returns the output."
         if self.k == 0:
             return self.D * u
-        X = tf.reshape(signals.gather(self.X), (-1, self.k, self.n))
-        u = tf.reshape(u, (-1, 1, self.n))
+        X = reshape(signals.gather(self.X), (-1, self.k, self.n))
+        u = reshape(u, (-1, 1, self.n))
         if self.k == 1 and not self.passthrough:
             X = self.a * X + self.b * u
             y = X[:, 0]
@@ -90,7 +91,7 @@ class LinearFilterStep:
             X = tf.reduce_sum(self.A[None] * X[:, None], axis=2) + self.B * u
             if not self.passthrough:  # NoD: the input enters the state before the output
                 y = tf.reduce_sum(self.C * X, axis=1)
-        signals.scatter(self.X, tf.reshape(X, (-1, self.k * self.n)))
+        signals.scatter(self.X, reshape(X, (-1, self.k * self.n)))
         return y
 
 # %% ../nbs/06_process_builders.ipynb #cca06f57
@@ -146,11 +147,11 @@ class TriangleBuilder(OpBuilder):
 
     def build_step(self, signals):
         u = signals.gather(self.input)
-        X = tf.reshape(signals.gather(self.X), (-1, self.taps, self.n))
+        X = reshape(signals.gather(self.X), (-1, self.taps, self.n))
         Y = signals.gather(self.Y) + self.n0 * u  # in Nengo's order: add, then subtract
         Y = Y - tf.reduce_sum(X, axis=1)
         X = tf.concat([X[:, 1:], (self.ndiff * u)[:, None]], axis=1)
-        signals.scatter(self.X, tf.reshape(X, (-1, self.taps * self.n)))
+        signals.scatter(self.X, reshape(X, (-1, self.taps * self.n)))
         signals.scatter(self.Y, Y)
         signals.scatter(self.output, Y, mode=self.mode)
 
@@ -231,7 +232,7 @@ class NoiseBuilder(OpBuilder):
         self.keys.assign([rng.randint(maxint) if s is None else s for s in self.stream_seeds])
 
     def build_step(self, signals):
-        t = tf.reshape(signals.gather(self.time), (-1,))[0]
+        t = reshape(signals.gather(self.time), (-1,))[0]
         step = tf.cast(tf.round(tf.cast(t, tf.float64) / self.dt), tf.int64)
         mb, dtype = signals.minibatch_size, signals.dtype
         draw = (tf.random.stateless_normal if self.kind == "normal"
@@ -272,7 +273,7 @@ class TimeTableBuilder(OpBuilder):
         self.table = signals.constant(self.make_table(ops[0].process, ops[0].output.size))
 
     def build_step(self, signals):
-        t = tf.reshape(signals.gather(self.time), (-1,))[0]
+        t = reshape(signals.gather(self.time), (-1,))[0]
         step = tf.round(tf.cast(t, tf.float64) / self.dt)
         row = tf.gather(self.table, self.row(step * self.dt))
         signals.scatter(self.output, tf.broadcast_to(row, (signals.minibatch_size, self.output.size)),

@@ -414,8 +414,11 @@ def _cut(segment, lo, hi):
     return segment if lo == 0 and hi == segment.shape[1] else columns(segment, lo, hi)
 
 def _same_shape(x, shape):
-    "Whether tensor `x`'s static shape is already `shape` (a tuple of ints)."
-    return x.shape.is_fully_defined() and tuple(x.shape) == tuple(shape)
+    """Whether tensor `x`'s static shape is already `shape` (a tuple of ints, at most one of
+    them -1: when every other dimension matches, the -1 one can only be x's own)."""
+    return (x.shape.is_fully_defined() and len(x.shape) == len(shape) and
+            all(isinstance(s, (int, np.integer)) and (d == s or s == -1)
+                for d, s in zip(x.shape, shape)))
 
 def reshape(x, shape):
     """`tf.reshape(x, shape)`, or `x` itself where it has that shape already. Each traced
