@@ -87,3 +87,38 @@ def test_dotinc_group_shapes_agree_with_nengo():
         sim.run_steps(60)
         for p in probes:
             np.testing.assert_allclose(sim.data[p], ref.data[p], atol=1e-8)
+
+
+def test_int_constant_is_shared_within_a_graph_and_free_of_control_deps():
+    from nengo_dl_nb.signals import columns, int_constant, reshape
+
+    v = tf.Variable(np.arange(12, dtype=np.float32).reshape(2, 6))
+    seen = {}
+
+    @tf.function(autograph=False)
+    def f():
+        x = v.read_value()
+        seen["a"] = int_constant((0, 2))
+        with tf.control_dependencies([x]):
+            seen["b"] = int_constant((0, 2))  # the same constant, made without the dependency
+            seen["c"] = int_constant((3, 2))  # new: made here, without the dependency
+        return columns(x, 2, 5), reshape(x, (3, 4)), reshape(x, (-1, 6))
+
+    cols, r, same = f()
+    assert seen["a"] is seen["b"] and seen["c"] is not seen["a"]
+    assert not seen["c"].op.control_inputs  # made inside the block, still free of it
+    np.testing.assert_array_equal(cols.numpy(), v.numpy()[:, 2:5])
+    np.testing.assert_array_equal(r.numpy(), v.numpy().reshape(3, 4))
+    np.testing.assert_array_equal(same.numpy(), v.numpy())
+    graph = f.get_concrete_function().graph
+    assert [op.type for op in graph.get_operations()].count("Reshape") == 1  # (-1, 6): no-op
+    g2 = {}
+
+    @tf.function(autograph=False)
+    def h():
+        g2["a"] = int_constant((0, 2))
+        return g2["a"]
+
+    np.testing.assert_array_equal(h().numpy(), [0, 2])
+    assert g2["a"] is not seen["a"]  # one set of constants per traced graph
+    np.testing.assert_array_equal(int_constant((4, 5)).numpy(), [4, 5])  # eagerly: a tensor
