@@ -397,11 +397,11 @@ def compare_networks(networks, dimensions=None, neurons_per_d=None, neuron_type=
     return results
 
 # %% ../nbs/40_benchmarks.ipynb #06752d81
-def small():
-    "Node(np.sin) -> Ensemble(50, 1) -> Probe."
+def small(n_neurons=50):
+    "Node(np.sin) -> Ensemble(n_neurons, 1) -> Probe."
     with nengo.Network(label="small", seed=0) as net:
         stim = nengo.Node(np.sin)
-        ens = nengo.Ensemble(50, 1)
+        ens = nengo.Ensemble(n_neurons, 1)
         nengo.Connection(stim, ens)
         net.p = nengo.Probe(ens, synapse=0.01)
     return net
@@ -478,17 +478,9 @@ def build_floor(repeats=3, file=None):
     import nengo_dl_nb
     file = sys.stdout if file is None else file
 
-    def small_of(n):
-        with nengo.Network(seed=0) as net:
-            stim = nengo.Node(np.sin)
-            ens = nengo.Ensemble(n, 1)
-            nengo.Connection(stim, ens)
-            nengo.Probe(ens, synapse=0.01)
-        return net
-
     def ours(n):
         start = time.perf_counter()
-        sim = nengo_dl_nb.Simulator(small_of(n), progress_bar=False)
+        sim = nengo_dl_nb.Simulator(small(n), progress_bar=False)
         built = time.perf_counter()
         sim.tensor_graph.step_call()
         traced = time.perf_counter()
@@ -499,7 +491,7 @@ def build_floor(repeats=3, file=None):
 
     def nengo_first_step(n):
         start = time.perf_counter()
-        with nengo.Simulator(small_of(n), progress_bar=False) as sim:
+        with nengo.Simulator(small(n), progress_bar=False) as sim:
             sim.step()
             return (time.perf_counter() - start,)
 
