@@ -51,6 +51,7 @@ class BuildConfig(NamedTuple):
     dt: float = 0.001  # simulation timestep
     dtype: object = None  # tf.float32 or tf.float64
     minibatch_size: int = 1
+    step: object = None  # the model's step counter Signal (Python functions get t = step * dt)
 
 # %% ../nbs/03_builder.ipynb #95d0c711
 class OpBuilder:

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from nengo.exceptions import SimulationError, ValidationError
 
-from .tensor_graph import TensorGraph
+from .tensor_graph import TensorGraph, objective_probes
 
 # %% ../nbs/35_distribute.ipynb #3e035ea0
 def check_strategy(strategy, minibatch_size, obj=None):
@@ -168,9 +168,6 @@ class DistributedTensorGraph(TensorGraph):
         """`f(n, padding, inputs) -> probe blocks (length, minibatch, size)`: each replica
         runs its slice of `inputs` (distributed values), the outputs are gathered."""
         if training not in self._run_fns:
-            if training:
-                self.check_differentiable(self.probes)
-
             def simulate(n, padding, inputs, state, params):
                 state, outputs = self.simulate(n, tf.shape(padding)[0], inputs, state,
                                                params=dict(zip(self.param_keys, params)),
@@ -230,7 +227,7 @@ class DistributedTensorGraph(TensorGraph):
         slice, gradients all-reduced by the optimizer."""
         key = (n_steps, objective, id(optimizer))
         if key not in self._train_fns:
-            if not self.trainable_variables:
+            if not self.trains_anything:
                 raise SimulationError("This model has no trainable parameters (all objects are "
                                       "configured trainable=False, or inference_only=True)")
             if getattr(optimizer, "_distribution_strategy", self.strategy) is not self.strategy:
@@ -239,7 +236,7 @@ class DistributedTensorGraph(TensorGraph):
                     "strategy; create it inside `with strategy.scope():` so that its "
                     "variables are mirrored and it all-reduces the gradients",
                     attr="optimizer")
-            self.check_differentiable([p for probes, *_ in objective for p in probes])
+            masks = self.gradient_masks(objective_probes(objective))
             variables = self.trainable_variables
             with self.strategy.scope():
                 optimizer.build(variables)
@@ -261,7 +258,7 @@ class DistributedTensorGraph(TensorGraph):
                                           value=self.replica_objective)
                 # parameters are arrays: the gradient is compiled
                 loss, grads, state = inner(inputs, targets, self.read_state(), self._params())
-                self.apply_gradients(optimizer, grads, variables, state)
+                self.apply_gradients(optimizer, grads, variables, state, masks)
                 return loss
 
             def step(inputs, targets):

@@ -273,12 +273,14 @@ class SimPyFuncBuilder(OpBuilder):
         super().__init__(ops, signals, config)
         self.dt = config.dt
         self.out_dtype = np_dtype(config.dtype)
-        self.time = next((signals[op.t] for op in ops if op.t is not None), None)
+        # the step counter (int64), from which t = step * dt in float64, as Nengo computes it
+        self.step = (signals[config.step] if any(op.t is not None for op in ops)
+                     and config.step is not None else None)
         self.inputs = [signals[op.x] for op in ops if op.x is not None]
         self.outputs = [signals[op.output] for op in ops if op.output is not None]
 
-    def _step(self, t, *xs):
-        t = float(np.ravel(t)[0]) if self.time is not None else None
+    def _step(self, step, *xs):
+        t = int(np.ravel(step)[0]) * self.dt if self.step is not None else None
         mb = self.config.minibatch_size
         results = [np.zeros(o.full_shape, dtype=self.out_dtype) for o in self.outputs]
         x_iter, out_i = iter(xs), 0
@@ -294,9 +296,9 @@ class SimPyFuncBuilder(OpBuilder):
         return results + [np.int32(0)]
 
     def build_step(self, signals):
-        t = signals.gather(self.time) if self.time is not None else tf.zeros((1,))
+        step = signals.gather(self.step) if self.step is not None else tf.zeros((1,), tf.int64)
         xs = [signals.gather(x) for x in self.inputs]
-        outs = tf.numpy_function(lambda *a: call_python(self._step, *a), [t] + xs,
+        outs = tf.numpy_function(lambda *a: call_python(self._step, *a), [step] + xs,
                                  [tf.as_dtype(self.out_dtype)] * len(self.outputs) + [tf.int32],
                                  stateful=True, name="SimPyFunc")
         for sig, out in zip(self.outputs, outs[:-1]):

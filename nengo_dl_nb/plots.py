@@ -60,7 +60,7 @@ def probe_data(sim, probe, item=0):
         raise ValidationError(f"item must be an integer in [0, {n_items}) (minibatch_size="
                               f"{n_items}), got {item!r}", attr="item", obj=sim)
     data = np.asarray(sim.data[probe])
-    if n_items > 1:
+    if getattr(sim.data, "minibatched", n_items > 1):  # a minibatch axis first
         data = data[item]
     data = data.reshape(data.shape[0], -1)
     times = sim.trange(sample_every=probe.sample_every)

@@ -158,10 +158,14 @@ class Simulator:
     A Simulator pickles: the copy carries the model, the simulation state, the probe data and
     the settings, and continues where the original was."""
 
-    def __init__(self, network, dt=0.001, seed=None, model=None, device=None,
+    def __init__(self, network, dt=0.001, seed=None, model=None, dtype=None, device=None,
                  unroll_simulation=1, minibatch_size=None, tensorboard=None,
                  progress_bar=True, optimize=True, strategy=None):
         self.closed = True  # until the constructor has succeeded
+        if dtype is not None:  # the reference's deprecated argument, in its position
+            warnings.warn("Simulator(dtype=...) is deprecated: use "
+                          "nengo_dl_nb.configure_settings(dtype=...) in the network",
+                          DeprecationWarning, stacklevel=2)
         # `optimize` is nengo.Simulator's switch for its operator merger; our planner always
         # merges (configure_settings(planner=noop_planner) turns that off), so it is only kept
         self.optimize = optimize
@@ -193,7 +197,8 @@ class Simulator:
             if network is not None:  # nengo's builder steps the bar once per object
                 self.model.build(network, progress=bar.sub("building network"))
             apply_session_config(get_setting(self.model, "session_config", None))
-            dtype = get_setting(self.model, "dtype", tf.float32)
+            dtype = tf.as_dtype(dtype) if dtype is not None else get_setting(
+                self.model, "dtype", tf.float32)
             with bar.sub("building TensorFlow graph", max_value=None):
                 self.tensor_graph = (
                     TensorGraph(self.model, self.dt, self.unroll, dtype, self.minibatch_size,
@@ -202,8 +207,10 @@ class Simulator:
                                            self.minibatch_size, strategy=strategy))
         self._summary_writer = (tf.summary.create_file_writer(tensorboard)
                                 if tensorboard is not None else None)
-        self.data = SimulationData(self, minibatched=self.minibatch_size > 1)
-        self.signals = SignalValues(self.tensor_graph, minibatched=self.minibatch_size > 1)
+        # a minibatch axis whenever a minibatch size was asked for, even 1 (the reference's
+        # SimulationData(sim, minibatched)); minibatch_size=None reads as nengo.Simulator's data
+        self.data = SimulationData(self, minibatched=minibatch_size is not None)
+        self.signals = SignalValues(self.tensor_graph, minibatched=minibatch_size is not None)
         self._probe_data = {p: [] for p in self.model.probes}
         self._sample_period = {p: None if p.sample_every is None else p.sample_every / self.dt
                                for p in self.model.probes}
@@ -316,7 +323,9 @@ class Simulator:
         tg = self.tensor_graph
         return {
             "model": self.model, "dt": self.dt, "seed": self.seed, "device": self.device,
-            "unroll_simulation": self.unroll, "minibatch_size": self.minibatch_size,
+            "unroll_simulation": self.unroll,
+            "minibatch_size": self.minibatch_size if self.data.minibatched else None,
+            "dtype": tg.dtype.name,
             "tensorboard": self.tensorboard, "progress_bar": self.progress_bar,
             "optimize": self.optimize, "closed": self.closed, "n_steps": self._n_steps,
             "state": {k: v.numpy() for k, v in tg.state_vars.items()},
@@ -326,10 +335,14 @@ class Simulator:
         }
 
     def __setstate__(self, state):
-        self.__init__(None, dt=state["dt"], seed=state["seed"], model=state["model"],
-                      device=state["device"], unroll_simulation=state["unroll_simulation"],
-                      minibatch_size=state["minibatch_size"], tensorboard=state["tensorboard"],
-                      progress_bar=state["progress_bar"], optimize=state["optimize"])
+        with warnings.catch_warnings():  # the precision travels as the deprecated argument
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.__init__(None, dt=state["dt"], seed=state["seed"], model=state["model"],
+                          dtype=state.get("dtype"), device=state["device"],
+                          unroll_simulation=state["unroll_simulation"],
+                          minibatch_size=state["minibatch_size"],
+                          tensorboard=state["tensorboard"], progress_bar=state["progress_bar"],
+                          optimize=state["optimize"])
         tg = self.tensor_graph
         for source, variables in ((state["state"], tg.state_vars), (state["params"], tg.param_vars)):
             for key, value in source.items():
@@ -566,6 +579,8 @@ def _objective(self, objective, targets, none="output"):
         if fn is None and none == "error":
             raise ValidationError(f"The objective for {key} is None; give a function",
                                   attr="objective", obj=self)
+        if isinstance(fn, str):
+            fn = _named_objective(fn, self)
         if fn is not None and not callable(fn):
             raise ValidationError(f"The objective for {key} must be callable (got {fn!r})",
                                   attr="objective", obj=self)
@@ -579,6 +594,20 @@ def _objective(self, objective, targets, none="output"):
                                   attr="data", obj=self)
         spec.append((probes, fn, n_args, is_tuple))
     return tuple(spec)
+
+
+def _named_objective(name, sim):
+    """An objective given by name, as the reference once allowed (`{p: "mse"}`): deprecated,
+    with a `DeprecationWarning`; the function of that name in `nengo_dl_nb.objectives`."""
+    from nengo_dl_nb import objectives
+    named = {"mse": objectives.mse}
+    if name not in named:
+        raise ValidationError(f"Unknown objective {name!r}; give a function (e.g. "
+                              "nengo_dl_nb.objectives.mse)", attr="objective", obj=sim)
+    warnings.warn(f"Objectives given by name are deprecated: use "
+                  f"nengo_dl_nb.objectives.{name} instead of {name!r}", DeprecationWarning,
+                  stacklevel=4)
+    return named[name]
 
 
 @_patch
@@ -885,8 +914,8 @@ def get_nengo_params(self, nengo_objs, as_dict=False):
         built = self.model.params[obj]
         if isinstance(obj, nengo.Ensemble):
             if isinstance(obj.neuron_type, nengo.Direct):
-                params.append({"neuron_type": nengo.Direct()})
-                continue
+                raise ValidationError(f"{obj} runs in Direct mode: it has no encoders, gains or "
+                                      "biases to give", attr="nengo_objs", obj=self)
             live = self._live_params(obj)
             gain = np.asarray(built.gain)
             params.append({"encoders": live["encoders"] * obj.radius / gain[:, None],
@@ -937,56 +966,87 @@ def freeze_params(self, objs):
         if isinstance(obj, nengo.Connection) and (
                 not self._live_params(obj) or obj.learning_rule_type is not None):
             continue  # no weights, or weights a learning rule owns
+        if isinstance(obj, nengo.Ensemble) and isinstance(obj.neuron_type, nengo.Direct):
+            continue  # nothing to freeze
         for name, value in self.get_nengo_params(obj).items():
             setattr(obj, name, value)
 
 # %% ../nbs/30_simulator.ipynb #2909ea49
 @_patch
 def check_gradients(self, outputs=None, atol=1e-5, rtol=1e-3, n_steps=5, max_elements=64):
-    """Raise a SimulationError where analytic and numerical gradients of the `outputs` probes
-    (default: all) differ by more than `atol + rtol * |numerical|`."""
+    """Check analytic against numerical gradients.
+
+    Raises a `SimulationError` where they differ, for the trainable parameters and the
+    probes `outputs` (default: all), by more than `atol + rtol * |numerical|`, or where
+    either is not finite.
+
+    Parameters
+    ----------
+    outputs : Probe or list of Probe, optional
+        The probes whose (randomly weighted) outputs are differentiated.
+    atol, rtol : float
+        Absolute and relative tolerances.
+    n_steps : int
+        Steps simulated from the initial state (in training mode).
+    max_elements : int
+        How many elements of each parameter array are checked numerically (chosen at random).
+    """
     self._check_open("check gradients of")
     tg = self.tensor_graph
+    if tg.inference_only:
+        raise ValidationError("This simulator was built with inference_only=True, so it has "
+                              "no gradients to check; build it without that setting",
+                              attr="inference_only", obj=self)
     probes = tg.probes if outputs is None else (list(outputs) if isinstance(
         outputs, (list, tuple)) else [outputs])
     for p in probes:
         if p not in tg.probes:
             raise ValidationError(f"{p} is not a Probe of this model", attr="outputs", obj=self)
-    if not tg.param_vars:
+    if not tg.param_vars or not tg.trains_anything:
         raise SimulationError("The model has no trainable parameters to check")
     saved = {k: v.numpy() for k, v in tg.state_vars.items()}
     rng = np.random.RandomState(self.seed)
-    dtype = np_dtype(tg.dtype)
-    weights = tuple(
-        tf.constant((rng.randn(n_steps, self.minibatch_size, *t.shape) / np.sqrt(
-            n_steps * self.minibatch_size * max(t.size, 1)) if p in probes else
-                     np.zeros((n_steps, self.minibatch_size) + t.shape)), tg.dtype)
-        for p, t in zip(tg.probes, tg.probe_tsigs))
-    inputs = tuple(tf.constant(v, tg.dtype) for v in tg.input_values(n_steps, 0, isolated=True))
-    fn = tg.gradient_function(n_steps)
+    weights = [np.where(p in probes, rng.randn(n_steps, self.minibatch_size, *t.shape) / np.sqrt(
+        n_steps * self.minibatch_size * max(t.size, 1)), 0) for p, t in zip(tg.probes, tg.probe_tsigs)]
     params = [v.numpy() for v in tg.param_vars.values()]
-    eps = np.finfo(dtype).eps ** (1 / 3)
+    exact = tg if tg.dtype == tf.float64 else TensorGraph(
+        self.model, self.dt, self.unroll, tf.float64, self.minibatch_size, self.device)
+    exact.build_post(np.random.RandomState(self.seed))
+
+    def gradient_inputs(graph):
+        inputs = tuple(tf.constant(v, graph.dtype) for v in graph.input_values(n_steps, 0, isolated=True))
+        return graph.gradient_function(n_steps), inputs, tuple(tf.constant(w, graph.dtype) for w in weights)
+
     try:
+        fn, inputs, w = gradient_inputs(tg)
         tg.reset_state()
-        _, analytic = fn([tf.constant(p) for p in params], inputs, weights)
+        _, analytic = fn([tf.constant(p) for p in params], inputs, w)
+        fn, inputs, w = gradient_inputs(exact)
+        h = np.finfo(np.float64).eps ** (1 / 3) / 10
         for k, (p, grad) in enumerate(zip(params, analytic)):
-            grad = np.zeros_like(p) if grad is None else grad.numpy()
-            elements = rng.permutation(p.size)[:max_elements]
-            for i in elements:
-                h = eps / 10
+            grad = np.zeros(p.shape) if grad is None else grad.numpy().astype(np.float64)
+            where = f"the trainable parameters ({tg.param_keys[k].dtype})"
+            if not np.all(np.isfinite(grad)):
+                i = int(np.flatnonzero(~np.isfinite(grad))[0])
+                raise SimulationError(f"Gradient check failed: the gradient of element {i} of "
+                                      f"{where} is {grad.flat[i]} (not finite)")
+            base = [x.astype(np.float64) for x in params]
+            for i in rng.permutation(p.size)[:max_elements]:
                 values = {}
                 for step in (2, 1, -1, -2):
-                    q = [x.copy() for x in params]
+                    q = [x.copy() for x in base]
                     q[k].flat[i] += step * h
-                    tg.reset_state()
-                    values[step] = float(fn([tf.constant(x) for x in q], inputs, weights)[0])
+                    exact.reset_state()
+                    values[step] = float(fn([tf.constant(x) for x in q], inputs, w)[0])
                 # fourth-order central difference: truncation error O(h^4)
                 numeric = (8 * (values[1] - values[-1]) - (values[2] - values[-2])) / (12 * h)
+                if not np.isfinite(numeric):
+                    raise SimulationError(f"Gradient check failed: the numerical gradient of "
+                                          f"element {i} of {where} is {numeric} (not finite)")
                 if abs(grad.flat[i] - numeric) > atol + rtol * abs(numeric):
                     raise SimulationError(
-                        f"Gradient check failed for element {i} of the trainable parameters "
-                        f"({tg.param_keys[k].dtype}): analytic {grad.flat[i]:.6g}, numerical "
-                        f"{numeric:.6g} (atol={atol}, rtol={rtol})")
+                        f"Gradient check failed for element {i} of {where}: analytic "
+                        f"{grad.flat[i]:.6g}, numerical {numeric:.6g} (atol={atol}, rtol={rtol})")
     finally:
         for key, v in saved.items():
             tg.state_vars[key].assign(v)

@@ -1,13 +1,9 @@
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import nengo_dl_nb  # first: it starts TensorFlow quietly
 
 import nengo
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import nengo_dl_nb
 
 
 def run_both(net, steps, dtype=None, **kwargs):
