@@ -416,9 +416,19 @@ class TensorGraph:
 
     def collect_function_variables(self):
         """The trainable variables of TensorNode functions (Keras layer weights), kept with
-        their initial values so `reset` can restore them; those of TensorNodes configured
-        `trainable=False` are left out of training."""
-        is_trainable = trainable_objects(self.model)
+        their built values so `reset` can restore them (recorded again after `post_build`,
+        see `build_post`). They train whatever `configure_settings(trainable=...)` and the
+        networks' settings say: those govern ensembles and connections, as in the
+        reference. Only `inference_only`, or a setting on the TensorNode itself
+        (`net.config[node].trainable = False`), leaves them out of training."""
+        net = getattr(self.model, "toplevel", None)
+
+        def frozen(node):  # the node's own setting, not one inherited from a class or network
+            try:
+                params = net.config[node]
+                return "trainable" in params and params.trainable is False
+            except Exception:  # no config, or `trainable` is not configured
+                return False
         node_of = {self.model.sig[obj]["out"]: obj for obj in self.model.sig
                    if isinstance(obj, TensorNode)}
         self.function_vars, self.frozen_function_vars, seen = [], [], set()
@@ -428,11 +438,11 @@ class TensorGraph:
                     continue
                 seen.add(id(var))
                 node = node_of.get(ops[0].output)
-                trainable = (not self.inference_only and
-                             (node is None or is_trainable(node)))
+                trainable = not self.inference_only and not (node is not None and frozen(node))
                 (self.function_vars if trainable else self.frozen_function_vars).append(var)
         self.function_var_initial = [v.numpy() for v in
                                      self.function_vars + self.frozen_function_vars]
+        self.function_vars_built = False  # until build_post has run the post_build methods
 
     @property
     def trains_anything(self):
@@ -464,10 +474,16 @@ class TensorGraph:
             var.assign(value)
 
     def build_post(self, rng):
-        "Restart everything random or held in Python, from `rng`."
+        """Restart everything random or held in Python, from `rng`. The first call runs the
+        TensorNode functions' `post_build` (through their builders); the weights it leaves
+        become the built values `reset_params` restores."""
         for node in self.input_nodes:
             node.reset(rng)
         self.builder.post_build(rng)
+        if not self.function_vars_built:
+            self.function_var_initial = [v.numpy() for v in
+                                         self.function_vars + self.frozen_function_vars]
+            self.function_vars_built = True
 
     # -- the timestep ----------------------------------------------------------
     def unflatten(self, state):
