@@ -103,6 +103,7 @@ def _glorot(fan_in, fan_out):
 def mnist(use_tensor_layer=True, n_filters=32, n_hidden=128):
     "A convolutional classifier on a random 28x28 image; see above."
     neuron = nengo.LIF(amplitude=0.01)
+    unit = dict(gain=nengo.dists.Choice([1]), bias=nengo.dists.Choice([0]))
     rng = np.random.RandomState(0)
     with nengo.Network(label="mnist", seed=0) as net:
         net.inp = nengo.Node(rng.uniform(0, 1, 28 * 28))
@@ -111,17 +112,16 @@ def mnist(use_tensor_layer=True, n_filters=32, n_hidden=128):
             from nengo_dl_nb import tensor_layer
             x = tensor_layer(net.inp, tf.keras.layers.Conv2D, shape_in=(28, 28, 1),
                              filters=n_filters, kernel_size=3)
-            x = tensor_layer(x, neuron)
+            x = tensor_layer(x, neuron, **unit)
             x = tensor_layer(x, tf.keras.layers.Conv2D, shape_in=(26, 26, n_filters),
                              filters=n_filters, kernel_size=3, strides=2)
-            x = tensor_layer(x, neuron)
+            x = tensor_layer(x, neuron, **unit)
             x = tensor_layer(x, tf.keras.layers.Dense, units=n_hidden)
-            x = tensor_layer(x, neuron)
+            x = tensor_layer(x, neuron, **unit)
             x = tensor_layer(x, tf.keras.layers.Dense, units=10)
         else:
             def layer(pre, transform):
-                ens = nengo.Ensemble(transform.size_out, 1, neuron_type=neuron,
-                                     gain=nengo.dists.Choice([1]), bias=nengo.dists.Choice([0]))
+                ens = nengo.Ensemble(transform.size_out, 1, neuron_type=neuron, **unit)
                 nengo.Connection(pre, ens.neurons, transform=transform, synapse=None)
                 return ens.neurons
             conv1 = nengo.Convolution(n_filters, (28, 28, 1), kernel_size=(3, 3),
