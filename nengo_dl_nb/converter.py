@@ -307,7 +307,7 @@ class Converter:
                 f"{model.name} is not a functional model with known input shapes: give a "
                 "Sequential model an Input (or build it), and convert subclassed models by "
                 "wrapping them in a TensorNode", attr="model")
-        self.model = model
+        self.model, self._functional = model, functional
         self.allow_fallback = bool(allow_fallback)
         self.inference_only = bool(inference_only)
         self.max_to_avg_pool = bool(max_to_avg_pool)
@@ -482,7 +482,7 @@ class Converter:
             raise ValidationError(f"{spiking[0]} spikes ({spiking[0].neuron_type}), so one "
                                   "step cannot match Keras; verify(training=True) compares "
                                   "the neurons' rate approximations", attr="training")
-        model_inputs = list(self.inputs)
+        model_inputs = list(self._functional.inputs)
         if inputs is None:
             rng = np.random.RandomState(seed)
             inputs = [rng.randn(batch_size, *t.shape[1:]).astype(np.float32)
