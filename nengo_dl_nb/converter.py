@@ -11,7 +11,6 @@ __all__ = ['KerasMap', 'activation_name', 'default_neuron_type', 'scaled_neuron_
 
 # %% ../nbs/33_converter.ipynb #0b9506ad
 import itertools
-import math
 
 import nengo
 import numpy as np

@@ -494,7 +494,7 @@ def evaluate(self: Simulator, x=None, y=None, n_steps=None, batch_size=None, ver
     trained probe). Returns a dict ``{"loss": ..., metric name: ...}`` (with
     ``return_dict=False``, Keras' list, or the loss alone when there are no metrics)."""
     self._check_open("evaluate")
-    compiled = _require_compiled(self)
+    _require_compiled(self)
     return self._evaluate(x, y, n_steps, batch_size, callbacks, return_dict,
                           _progress(progress_bar, verbose, self.progress_bar),
                           SimulatorModel(self))
@@ -589,10 +589,10 @@ def fit(self: Simulator, x=None, y=None, n_steps=None, epochs=1, batch_size=None
         t = np.asarray(targets[p], dtype=np.float64)
         size = self.model.sig[p]["in"].size
         wide[p] = np.concatenate([t, np.zeros(t.shape[:2] + (size - t.shape[2],))], axis=2)
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValidationError("validation_data must be a tuple (x_val, y_val)",
-                                  attr="validation_data", obj=self)
+    if validation_data is not None and (
+            not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2):
+        raise ValidationError("validation_data must be a tuple (x_val, y_val)",
+                              attr="validation_data", obj=self)
     view = SimulatorModel(self)
     cbs = tf.keras.callbacks.CallbackList(callbacks, add_history=True, model=view, verbose=0,
                                           epochs=int(epochs), steps=n_batches)
