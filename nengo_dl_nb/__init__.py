@@ -76,6 +76,9 @@ from . import objectives as obj  # the reference's name: objective={p: nengo_dl.
 from .neurons import SoftLIFRate
 from .tensor_node import TensorNode, tensor_layer
 from . import progress
+from . import keras  # Simulator.compile/fit/evaluate/predict
+from . import converter
+from .converter import Converter
 
 
 def load_ipython_extension(ipython):
