@@ -172,8 +172,8 @@ def test_only_equal_convolutions_merge():
 
 @pytest.mark.parametrize("jit_compile", [None, False])
 def test_merged_convolution_gradients(jit_compile):
-    # TensorFlow's CPU kernels have no gradient for grouped convolutions outside XLA;
-    # the merged group must still train (analytic against numerical gradients)
+    # merged groups (and a grouped convolution) train, in XLA and outside it: analytic
+    # against numerical gradients
     with nengo.Network(seed=3) as net:
         nengo_dl_nb.configure_settings(dtype=tf.float64, jit_compile=jit_compile)
         inp = nengo.Node(lambda t: np.sin(10 * t) * np.ones(2))
