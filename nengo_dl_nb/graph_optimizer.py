@@ -254,13 +254,22 @@ def transitive_planner(op_list):
 
     frontier = {c: frontier_size(c) for c in remaining}
     ready = defaultdict(list)
+    unblocking = defaultdict(int)  # class -> how many of its ready operators have dependents
+
+    def make_ready(v):
+        ready[classes[v]].append(v)
+        if succ[v]:
+            unblocking[classes[v]] += 1
+
     for v in range(len(ops)):
         if indegree[v] == 0:
-            ready[classes[v]].append(v)
+            make_ready(v)
     plan = []
     while ready:
-        best = max(ready, key=lambda c: (len(ready[c]) == frontier[c], len(ready[c]), -c))
+        best = max(ready, key=lambda c: (len(ready[c]) == frontier[c], unblocking[c] > 0,
+                                         len(ready[c]), -c))
         group = sorted(ready.pop(best))
+        unblocking.pop(best, None)
         plan.append(tuple(ops[v] for v in group))
         run = set(group)
         for v in group:
@@ -271,7 +280,7 @@ def transitive_planner(op_list):
             for d in succ[v]:
                 indegree[d] -= 1
                 if indegree[d] == 0:
-                    ready[classes[d]].append(d)
+                    make_ready(d)
     return plan
 
 def _topological_levels(succ, indegree):

@@ -247,3 +247,56 @@ def test_our_simulator_samples_the_same_weights():
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         sim.run_steps(2)
         assert np.allclose(sim.data[conn].weights, expected)
+
+
+# -- Glorot and He: scale is a gain on the standard deviation, every case by hand ------------
+
+# sample(300, 500): fan_in = 500, fan_out = 300, fan_avg = 400. The reference: "for rectified
+# linear units this should be sqrt(2), otherwise usually 1" -- He et al.'s rectifier variance
+# 2 / fan_in at scale sqrt(2), so the variance is scale**2 / fan.
+HAND_VARIANCES = [
+    (Glorot, 1, 1 / 400), (Glorot, 2, 4 / 400), (Glorot, math.sqrt(2), 2 / 400),
+    (He, 1, 1 / 500), (He, 2, 4 / 500), (He, math.sqrt(2), 2 / 500),
+]
+
+
+@pytest.mark.parametrize("cls, scale, variance", HAND_VARIANCES)
+@pytest.mark.parametrize("distribution", ["uniform", "normal"])
+def test_glorot_he_variance_by_hand(cls, scale, variance, distribution):
+    dist = cls(scale=scale, distribution=distribution)
+    assert np.isclose(dist.variance(300, 500), variance)
+    rng = np.random.RandomState(7)
+    x = np.concatenate([dist.sample(300, 500, rng=rng).ravel() for _ in range(3)])  # 450,000
+    assert abs(x.var() / variance - 1) < 0.015
+    assert abs(x.mean()) < 5 * math.sqrt(variance / x.size)
+    if distribution == "uniform":
+        limit = math.sqrt(3 * variance)
+        assert np.abs(x).max() <= limit
+    else:
+        # drawn from N(0, sigma) with sigma = sqrt(variance) / 0.8796..., cut at 2 sigma: the
+        # cut leaves exactly the variance asked for (0.8796... = std of N(0, 1) cut at +-2)
+        sigma = math.sqrt(variance) / 0.87962566103423978
+        assert np.abs(x).max() <= 2 * sigma
+        assert np.abs(x).max() > 0.999 * 2 * sigma
+        # mass beyond 1 sigma: 2 (Phi(2) - Phi(1)) / (2 Phi(2) - 1) = 0.27181 / 0.95450 = 0.28477
+        assert abs(np.mean(np.abs(x) > sigma) - 0.28477) < 0.005
+
+
+@pytest.mark.parametrize("mode, fan", [("fan_in", 500), ("fan_out", 300), ("fan_avg", 400)])
+@pytest.mark.parametrize("scale", [1, 2])
+def test_variance_scaling_normal_by_hand(mode, fan, scale):
+    dist = VarianceScaling(scale=scale, mode=mode, distribution="normal")
+    x = np.concatenate([dist.sample(300, 500, rng=np.random.RandomState(s)).ravel()
+                        for s in range(3)])
+    variance = scale / fan  # VarianceScaling's scale multiplies the variance (TensorFlow's)
+    assert abs(x.var() / variance - 1) < 0.015
+    sigma = math.sqrt(variance) / 0.87962566103423978
+    assert np.abs(x).max() <= 2 * sigma and np.abs(x).max() > 0.999 * 2 * sigma
+
+
+def test_glorot_scale_two_differs_from_variance_scaling_scale_two():
+    # the same number means a gain on the std for Glorot, a factor on the variance for
+    # VarianceScaling: Glorot(2) = VarianceScaling(4, "fan_avg")
+    assert np.isclose(Glorot(scale=2).variance(300, 500), VarianceScaling(4).variance(300, 500))
+    assert np.isclose(He(scale=2).variance(300, 500),
+                      VarianceScaling(4, mode="fan_in").variance(300, 500))

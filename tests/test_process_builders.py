@@ -53,6 +53,23 @@ def test_triangle_matches_nengo(dtype, tol, both):
     assert sim.tensor_graph.jit_compile and not sim.tensor_graph.uses_python
 
 
+def test_triangles_at_different_depths_one_group(both):
+    # three Triangle probe filters, none depending on another, on branches of different depth
+    # (e0 -> e1, and e4 -> e2 -> e3 through a Voja rule); the planner used to run the first
+    # two as soon as they were the largest ready group, leaving the third alone: [2, 1]
+    with nengo.Network(seed=0) as net:
+        e = [nengo.Ensemble(20, 2) for _ in range(8)]
+        nengo.Connection(e[0], e[1], synapse=None)
+        nengo.Connection(e[2], e[3], synapse=None)
+        nengo.Connection(e[4], e[2], learning_rule_type=nengo.Voja(1e-3))
+        probes = [nengo.Probe(x, synapse=Triangle(0.01)) for x in (e[0], e[5], e[3])]
+    ref, sim = both(net, 100, dtype=tf.float64)
+    assert [n for b, n in process_builders(sim) if isinstance(b, TriangleBuilder)] == [3]
+    for p in probes:
+        assert np.ptp(ref.data[p]) > 0
+        np.testing.assert_allclose(sim.data[p], ref.data[p], atol=1e-8, rtol=1e-8)
+
+
 def test_triangle_continues_and_resets():
     net, probes = triangle_net(tf.float64)
     with nengo.Simulator(net, progress_bar=False) as ref:
