@@ -211,7 +211,7 @@ def make_network(name, dimensions=None, neurons_per_d=None, neuron_type=None, **
 def _random_data(sim, n_steps, rng):
     mb = sim.minibatch_size
     data = {n.node: rng.uniform(-1, 1, (mb, n_steps, n.node.size_out))
-            for n in sim.tensor_graph.input_nodes}
+            for n in sim.runner.input_nodes}
     for p in sim.model.probes:
         data[p] = rng.uniform(-1, 1, (mb, n_steps, sim.model.sig[p]["in"].size))
     return data
@@ -482,7 +482,7 @@ def build_floor(repeats=3, file=None):
         start = time.perf_counter()
         sim = nengo_dl_nb.Simulator(small(n), progress_bar=False)
         built = time.perf_counter()
-        sim.tensor_graph.step_call()
+        sim.runner.step_call()
         traced = time.perf_counter()
         sim.step()
         done = time.perf_counter()

@@ -52,6 +52,7 @@ class BuildConfig(NamedTuple):
     dtype: object = None  # tf.float32 or tf.float64
     minibatch_size: int = 1
     step: object = None  # the model's step counter Signal (Python functions get t = step * dt)
+    python_errors: list = None  # where Python code in the step records its exceptions
 
 # %% ../nbs/03_builder.ipynb #95d0c711
 class OpBuilder:
@@ -80,9 +81,9 @@ class Builder:
 
     builders = {}
 
-    def __init__(self, plan, signals, config, graph=None):
+    def __init__(self, plan, signals, config):
         self.plan = [tuple(ops) for ops in plan]
-        self.signals = signals
+        self.signals = signals  # what op builders see while they are constructed (the layout)
         self.config = config
         self.op_builds = {}
 
@@ -107,30 +108,23 @@ class Builder:
                 return cls.builders[op_cls]
         raise BuildError(f"No TensorFlow builder for operator {op} ({type(op).__name__})")
 
-    def pre_build(self, progress=None):
+    def pre_build(self):
         "Construct the OpBuilder of every group (constants, index arrays, merged signals)."
         for ops in self.plan:
             build_class = self.builder_for(ops[0])
             self.op_builds[ops] = build_class(ops, self.signals, self.config)
-            if progress is not None:
-                progress.step()
 
-    def build(self, progress=None):
-        "Emit one timestep: every group in plan order. Returns side-effect tensors."
+    def build(self, signals):
+        """Emit one timestep: every group in plan order, reading and writing through
+        `signals` (this step's `SignalDict`). Returns side-effect tensors."""
         side_effects = []
         for ops in self.plan:
-            out = self.op_builds[ops].build_step(self.signals)
+            out = self.op_builds[ops].build_step(signals)
             if out is not None:
                 side_effects.extend(out if isinstance(out, (list, tuple)) else [out])
         return side_effects
 
-    def post_build(self, rng, progress=None):
+    def post_build(self, rng):
         "Call `build_post` of every group with a seeded RandomState."
         for ops in self.plan:
             self.op_builds[ops].build_post(ops, self.signals, rng)
-
-    def name_scope(self, ops):
-        "A TensorFlow name scope naming the group's builder and first operator."
-        from nengo_dl_nb.utils import sanitize_name
-        import tensorflow as tf
-        return tf.name_scope(sanitize_name(f"{type(self.op_builds[ops]).__name__}_{ops[0]}")[:60])

@@ -22,19 +22,22 @@ from .op_builders import ResetInc
 from .signals import view_indices
 
 # %% ../nbs/10_graph_optimizer.ipynb #ab17d6df
-def signal_kind(sig):
-    "What decides a signal's base array: dtype kind, minibatched, trainable."
+def signal_kind(sig, kinds=None):
+    "Which base array `sig` lives in: `kinds[sig.base]`, or its dtype kind without `kinds`."
     base = sig.base
-    return (base.dtype.kind, getattr(base, "minibatched", None), getattr(base, "trainable", False))
+    if kinds is not None and base in kinds:
+        return kinds[base]
+    return (base.dtype.kind,)
 
-def mergeable(op, chosen_ops):
+def mergeable(op, chosen_ops, kinds=None):
     "Whether `op` can join the group `chosen_ops`."
     if len(chosen_ops) == 0:
         return True
     other = chosen_ops[0]
     if type(op) is not type(other) or len(op.all_signals) != len(other.all_signals):
         return False
-    if any(signal_kind(a) != signal_kind(b) for a, b in zip(op.all_signals, other.all_signals)):
+    if any(signal_kind(a, kinds) != signal_kind(b, kinds)
+           for a, b in zip(op.all_signals, other.all_signals)):
         return False
     return Builder.builder_for(op).mergeable(op, other)
 
@@ -47,7 +50,7 @@ def _dependency_counts(operators):
             indegree[d] += 1
     return dg, indegree
 
-def greedy_planner(operators):
+def greedy_planner(operators, kinds=None):
     "Merge operators into groups, largest ready group first; returns the plan."
     operators = list(operators)
     order = {op: i for i, op in enumerate(operators)}
@@ -56,7 +59,7 @@ def greedy_planner(operators):
 
     def add_ready(op):
         for group in groups:
-            if mergeable(op, group):
+            if mergeable(op, group, kinds):
                 group.append(op)
                 return
         groups.append([op])
@@ -82,7 +85,7 @@ def greedy_planner(operators):
     return plan
 
 # %% ../nbs/10_graph_optimizer.ipynb #a9de5fa7
-def noop_planner(operators):
+def noop_planner(operators, kinds=None):
     "A valid execution order with no merging: one operator per group."
     dg = operator_dependency_graph(list(operators))
     return [(op,) for op in toposort(dg)]
@@ -113,12 +116,12 @@ def _int_graph(ops):
             indegree[d] += 1
     return succ, indegree
 
-def _merge_classes(ops):
+def _merge_classes(ops, kinds=None):
     "A class id per operator: operators with the same id can all merge with one another."
     reps = defaultdict(list)  # cheap key -> [(class id, representative op)]
     classes, n_classes = [], 0
     for op in ops:
-        key = (type(op), tuple(signal_kind(s) for s in op.all_signals))
+        key = (type(op), tuple(signal_kind(s, kinds) for s in op.all_signals))
         rule = Builder.builder_for(op).mergeable
         for cid, rep in reps[key]:
             if rule(op, rep):
@@ -131,11 +134,11 @@ def _merge_classes(ops):
     return classes
 
 # %% ../nbs/10_graph_optimizer.ipynb #0332b43d
-def tree_planner(op_list, max_depth=3):
+def tree_planner(op_list, kinds=None, max_depth=3):
     "Merge operators into groups, choosing each group by a search `max_depth` groups ahead."
     ops = list(op_list)
     succ, indegree = _int_graph(ops)
-    classes = _merge_classes(ops)
+    classes = _merge_classes(ops, kinds)
     ready = {}
     for i, d in enumerate(indegree):
         if d == 0:
@@ -219,11 +222,11 @@ def transitive_closure_recurse(dg, ops, trans_dg, builder_type, mergeable_cache)
     return members
 
 # %% ../nbs/10_graph_optimizer.ipynb #f4304399
-def transitive_planner(op_list):
+def transitive_planner(op_list, kinds=None):
     "Merge operators into groups, waiting for a class's whole frontier (transitive closure)."
     ops = list(op_list)
     succ, indegree = _int_graph(ops)
-    classes = _merge_classes(ops)
+    classes = _merge_classes(ops, kinds)
     order = [op for group in _topological_levels(succ, indegree.copy()) for op in group]
     if len(order) != len(ops):
         raise BuildError("Operator dependencies form a cycle; the model cannot be scheduled")
@@ -308,11 +311,11 @@ def signal_io_dicts(operators):
     return sets, incs, reads, updates
 
 # %% ../nbs/10_graph_optimizer.ipynb #6e83c276
-def read_types(plan, sigs):
+def read_types(plan, sigs, kinds=None):
     "How many (group, argument) blocks of `plan` are slices / gathers with signals in order `sigs`."
     offset, fill, spans = {}, defaultdict(int), {}
     for sig in sigs:
-        kind = signal_kind(sig)
+        kind = signal_kind(sig, kinds)
         offset[sig] = (kind, fill[kind])
         fill[kind] += sig.initial_value.data.size if sig.sparse else sig.size
 
@@ -413,7 +416,7 @@ def sort_signals_by_ops(sorted_reads, sort_idxs, new_plan, blocks, reads):
     return {sig: i for i, sig in enumerate(order)}
 
 # %% ../nbs/10_graph_optimizer.ipynb #6b0e682f
-def order_signals(plan, n_passes=10):
+def order_signals(plan, kinds=None, n_passes=10):
     "Signal order in memory and the plan with each group's operators reordered to match."
     plan = [tuple(group) for group in plan]
     if not plan:
@@ -439,9 +442,9 @@ def order_signals(plan, n_passes=10):
         sort_idxs = new_idxs
     candidates.append((sorted(sort_idxs, key=sort_idxs.get), [new_plan[g] for g in plan]))
 
-    return max(candidates, key=lambda c: read_types(c[1], c[0])["slice"])
+    return max(candidates, key=lambda c: read_types(c[1], c[0], kinds)["slice"])
 
-def noop_order_signals(plan, **_):
+def noop_order_signals(plan, kinds=None):
     "Signals in order of first use, the plan unchanged (for comparison and debugging)."
     order = []
     _place(_first_use(plan), order, set())

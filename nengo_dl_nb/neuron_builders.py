@@ -337,19 +337,14 @@ class RandomSpikingBuilder(TFNeuronBuilder):
         self.negative = (negative[0] if all(n == negative[0] for n in negative)
                          else tf.constant(np.repeat(negative, self.sizes)[None]))
         self.seed = tf.Variable(np.int64(0), trainable=False, name="neurons_seed")
-        self.counter = signals.make_internal(f"neurons.step{len(signals.base_size)}", (2,))
+        self.counter = signals[config.step]  # the model's step counter (int64)
         self.step_seed = None
 
     def build_post(self, ops, signals, rng):
         self.seed.assign(rng.randint(np.iinfo(np.int32).max))
 
     def build_step(self, signals):
-        count = signals.gather(self.counter)  # (minibatch, 2): steps mod 2^24, wraps
-        low = count[:, 0] + 1
-        wrap = low >= 2 ** 24
-        signals.scatter(self.counter, tf.stack(
-            [tf.where(wrap, tf.zeros_like(low), low), count[:, 1] + tf.cast(wrap, low.dtype)], axis=1))
-        step = tf.cast(low[0], tf.int64) + tf.cast(count[0, 1], tf.int64) * 2 ** 24
+        step = tf.cast(tf.reshape(signals.gather(self.counter), (-1,))[0], tf.int64)  # all items
         self.step_seed = tf.stack([self.seed, step])
         return super().build_step(signals)
 

@@ -20,9 +20,9 @@ from nengo.builder.ensemble import BuiltEnsemble
 
 from .builder import NengoModel
 from .config import get_setting
-from .op_builders import python_errors
 from .progress import make_progress_bar, make_training_dashboard
-from .tensor_graph import TensorGraph
+from .layout import layout, model_settings
+from .runner import Runner
 from .utils import np_dtype
 
 # %% ../nbs/30_simulator.ipynb #c51b3875
@@ -88,22 +88,22 @@ class SimulationData(Mapping):
 class SignalValues(Mapping):
     "Read-only view of current signal values, keyed by Nengo `Signal`."
 
-    def __init__(self, tensor_graph, minibatched):
-        self.tg = tensor_graph
+    def __init__(self, runner, minibatched):
+        self.runner = runner
         self.minibatched = minibatched
 
     def __getitem__(self, sig):
-        tg = self.tg
-        tsig = tg.signals[sig]
+        runner = self.runner
+        tsig = runner.layout[sig]
         key = tsig.key
-        if key in tg.state_vars:
-            value = tg.state_vars[key].numpy()[:, tsig.indices].reshape((-1,) + tsig.shape)
+        if key in runner.state_vars:
+            value = runner.state_vars[key].numpy()[:, tsig.indices].reshape((-1,) + tsig.shape)
             return value if self.minibatched else value[0]
-        source = tg.param_vars[key].numpy() if key in tg.param_vars else tg.constants[key].numpy()
+        source = runner.param_vars[key].numpy() if key in runner.param_vars else runner.constants[key].numpy()
         return source[tsig.indices].reshape(tsig.shape)
 
     def __iter__(self):
-        return iter([s for s in self.tg.signals.sig_map if not s.is_view])
+        return iter(self.runner.layout.base_signals)
 
     def __len__(self):
         return sum(1 for _ in self)
@@ -182,7 +182,7 @@ class Simulator:
         self.tensorboard = tensorboard
         self.strategy = strategy
         if strategy is not None:  # distributed: checked before anything is built
-            from nengo_dl_nb.distribute import DistributedTensorGraph, check_strategy
+            from nengo_dl_nb.distribute import DistributedRunner, check_strategy
             check_strategy(strategy, self.minibatch_size, obj=self)
             if device is not None:
                 raise ValidationError("Give a device or a strategy, not both: the strategy "
@@ -197,20 +197,19 @@ class Simulator:
             if network is not None:  # nengo's builder steps the bar once per object
                 self.model.build(network, progress=bar.sub("building network"))
             apply_session_config(get_setting(self.model, "session_config", None))
-            dtype = tf.as_dtype(dtype) if dtype is not None else get_setting(
-                self.model, "dtype", tf.float32)
             with bar.sub("building TensorFlow graph", max_value=None):
-                self.tensor_graph = (
-                    TensorGraph(self.model, self.dt, self.unroll, dtype, self.minibatch_size,
-                                device) if strategy is None else
-                    DistributedTensorGraph(self.model, self.dt, self.unroll, dtype,
-                                           self.minibatch_size, strategy=strategy))
+                local = (self.minibatch_size if strategy is None
+                         else check_strategy(strategy, self.minibatch_size))
+                settings = model_settings(self.model, self.dt, local, dtype)
+                self.layout = layout(self.model, settings)
+                self.runner = (Runner(self.layout, device, self.unroll) if strategy is None
+                               else DistributedRunner(self.layout, strategy, self.unroll))
         self._summary_writer = (tf.summary.create_file_writer(tensorboard)
                                 if tensorboard is not None else None)
         # a minibatch axis whenever a minibatch size was asked for, even 1 (the reference's
         # SimulationData(sim, minibatched)); minibatch_size=None reads as nengo.Simulator's data
         self.data = SimulationData(self, minibatched=minibatch_size is not None)
-        self.signals = SignalValues(self.tensor_graph, minibatched=minibatch_size is not None)
+        self.signals = SignalValues(self.runner, minibatched=minibatch_size is not None)
         self._probe_data = {p: [] for p in self.model.probes}
         self._sample_period = {p: None if p.sample_every is None else p.sample_every / self.dt
                                for p in self.model.probes}
@@ -280,24 +279,24 @@ class Simulator:
         self._check_open("reset")
         if seed is not None:
             self.seed = seed
-        self.tensor_graph.reset_state()
-        self.tensor_graph.reset_params()
+        self.runner.reset_state()
+        self.runner.reset_params()
         self._params_changed = False
-        self.tensor_graph.build_post(np.random.RandomState(self.seed))
+        self.runner.build_post(np.random.RandomState(self.seed))
         self._n_steps = 0
         self.clear_probes()
 
     def soft_reset(self, include_trainable=False, include_probes=False):
         "Reset the simulation state (and optionally parameters and probe data), keeping the graph."
         self._check_open("reset")
-        self.tensor_graph.reset_state()
+        self.runner.reset_state()
         if include_trainable:
-            self.tensor_graph.reset_params()
+            self.runner.reset_params()
             self._params_changed = False
             self.data.reset()
         if include_probes:
             self.clear_probes()
-        self.tensor_graph.build_post(np.random.RandomState(self.seed))
+        self.runner.build_post(np.random.RandomState(self.seed))
         self._n_steps = 0
 
     def clear_probes(self):
@@ -320,16 +319,16 @@ class Simulator:
 
     # -- pickling ------------------------------------------------------------
     def __getstate__(self):
-        tg = self.tensor_graph
+        runner = self.runner
         return {
             "model": self.model, "dt": self.dt, "seed": self.seed, "device": self.device,
             "unroll_simulation": self.unroll,
             "minibatch_size": self.minibatch_size if self.data.minibatched else None,
-            "dtype": tg.dtype.name,
+            "dtype": runner.dtype.name,
             "tensorboard": self.tensorboard, "progress_bar": self.progress_bar,
             "optimize": self.optimize, "closed": self.closed, "n_steps": self._n_steps,
-            "state": {k: v.numpy() for k, v in tg.state_vars.items()},
-            "params": {k: v.numpy() for k, v in tg.param_vars.items()},
+            "state": {k: v.numpy() for k, v in runner.state_vars.items()},
+            "params": {k: v.numpy() for k, v in runner.param_vars.items()},
             "probe_data": self._probe_data, "training_step": self._training_step,
             "params_changed": self._params_changed,
         }
@@ -343,15 +342,15 @@ class Simulator:
                           minibatch_size=state["minibatch_size"],
                           tensorboard=state["tensorboard"], progress_bar=state["progress_bar"],
                           optimize=state["optimize"])
-        tg = self.tensor_graph
-        for source, variables in ((state["state"], tg.state_vars), (state["params"], tg.param_vars)):
+        runner = self.runner
+        for source, variables in ((state["state"], runner.state_vars), (state["params"], runner.param_vars)):
             for key, value in source.items():
                 variables[key].assign(value)
         self._probe_data = {p: list(state["probe_data"].get(p, [])) for p in self._probe_data}
         self._n_steps = state["n_steps"]
         self._training_step = state.get("training_step", 0)
         self._params_changed = state.get("params_changed", False)
-        for node in tg.input_nodes:  # replay input processes so their streams continue
+        for node in runner.input_nodes:  # replay input processes so their streams continue
             node.values(0, self._n_steps)
         self.data.reset()
         if state["closed"]:
@@ -399,7 +398,7 @@ class Simulator:
         if n_steps == 0:
             return
         progress_bar = self.progress_bar if progress_bar is None else progress_bar
-        chunk = self.tensor_graph.chunk_size
+        chunk = self.runner.chunk_size
         if profile:
             tf.profiler.experimental.start(profile if isinstance(profile, str) else "nengo_dl_nb_profile")
         try:
@@ -413,32 +412,18 @@ class Simulator:
             if profile:
                 tf.profiler.experimental.stop()
 
-    def _simulate(self, *args, run=None, **kwargs):
-        """`tensor_graph.run_steps(*args, **kwargs)` (or `run(*args, **kwargs)`); a Python
-        function's own exception is re-raised as it was, any other TensorFlow failure as a
-        SimulationError."""
-        del python_errors[:]
-        try:
-            return (run or self.tensor_graph.run_steps)(*args, **kwargs)
-        except tf.errors.OpError as e:
-            if python_errors:
-                error = python_errors.pop()
-                del python_errors[:]
-                raise error from None
-            raise SimulationError(f"TensorFlow failed while simulating: {e.message}") from e
-
     def _single_step(self):
         "One step through the single-step function (inputs from the nodes themselves)."
-        self._store_probes(1, self._simulate(self._n_steps, run=self.tensor_graph.step))
+        self._store_probes(1, self.runner.step(self._n_steps))
 
     def _run_chunk(self, n, data):
         if n == 1 and not data and self._summary_writer is None:
             self._single_step()
             return
-        export_graph = self._summary_writer is not None and self.tensor_graph._run_fn is None
+        export_graph = self._summary_writer is not None and False not in self.runner._run_fns
         if export_graph:  # the first run traces the graph: record it for TensorBoard
             tf.summary.trace_on(graph=True)
-        outputs = self._simulate(n, self._n_steps, data)
+        outputs = self.runner.run_steps(n, self._n_steps, data)
         if export_graph:
             with self._summary_writer.as_default():
                 tf.summary.trace_export(name="simulation", step=0)
@@ -447,7 +432,7 @@ class Simulator:
     def _store_probes(self, n, outputs):
         "Keep the probe values `outputs` of the `n` steps just run, and advance the time."
         steps = np.arange(self._n_steps + 1, self._n_steps + n + 1) if n > 1 else None
-        for probe, values in zip(self.tensor_graph.probes, outputs):
+        for probe, values in zip(self.runner.probes, outputs):
             period = self._sample_period[probe]
             if period is not None:
                 if steps is None:  # one step: kept or not
@@ -468,7 +453,7 @@ class Simulator:
         "Validate `data` (input Node -> array); returns arrays of shape (mb, n_steps, d)."
         if not data:
             return {}
-        inputs = {n.node: n for n in self.tensor_graph.input_nodes}
+        inputs = {n.node: n for n in self.runner.input_nodes}
         checked = {}
         for obj, values in data.items():
             if obj not in inputs:
@@ -527,7 +512,7 @@ def _batch_data(self, data):
         raise ValidationError("Must be a dict mapping input Nodes and Probes to arrays of shape "
                               "(batch_size, n_steps, size), or an int number of steps",
                               attr="data", obj=self)
-    input_nodes = {n.node for n in self.tensor_graph.input_nodes}
+    input_nodes = {n.node for n in self.runner.input_nodes}
     inputs, targets, shapes = {}, {}, set()
     for obj, values in data.items():
         values = np.asarray(values)
@@ -650,8 +635,8 @@ def run_batch(self, data, outputs, extra_feeds=None, extra_fetches=None, n_epoch
     n_steps, batch_size, inputs, targets = self._batch_data(data)
     spec = self._objective(outputs, targets)
     blocks = _blocks(n_steps, truncation)
-    tg = self.tensor_graph
-    saved = {k: v.numpy() for k, v in tg.state_vars.items()} if isolate_state else None
+    runner = self.runner
+    saved = {k: v.numpy() for k, v in runner.state_vars.items()} if isolate_state else None
     rng = np.random.RandomState(self.seed)
     results = {key: [] for key in outputs}
     if profile:
@@ -660,14 +645,14 @@ def run_batch(self, data, outputs, extra_feeds=None, extra_fetches=None, n_epoch
         for _ in range(int(n_epochs)):
             for idx in self._batches(batch_size, shuffle, rng):
                 if isolate_state:
-                    tg.reset_state()
+                    runner.reset_state()
                 for start, end in blocks:
                     block_inputs = {n: v[idx, start:end] for n, v in inputs.items()}
                     probe_out = self._run_block(end - start, start, block_inputs, training,
                                                 isolate_state)
                     values = {}
                     for key, (probes, fn, n_args, is_tuple) in zip(outputs, spec):
-                        outs = [tf.constant(probe_out[tg.probes.index(p)]) for p in probes]
+                        outs = [tf.constant(probe_out[runner.probes.index(p)]) for p in probes]
                         if fn is None:
                             value = tuple(o.numpy() for o in outs) if is_tuple else outs[0].numpy()
                         else:
@@ -688,7 +673,7 @@ def run_batch(self, data, outputs, extra_feeds=None, extra_fetches=None, n_epoch
             tf.profiler.experimental.stop()
         if saved is not None:
             for k, v in saved.items():
-                tg.state_vars[k].assign(v)
+                runner.state_vars[k].assign(v)
     combined = {}
     for key, values in results.items():
         if values and isinstance(values[0], tuple):
@@ -701,12 +686,12 @@ def run_batch(self, data, outputs, extra_feeds=None, extra_fetches=None, n_epoch
 @_patch
 def _run_block(self, n, start, inputs, training, isolated):
     "Simulate one block; probe outputs `(mb, n, ...)` per probe (subsampled as the probe asks)."
-    outputs = self._simulate(n, start if isolated else self._n_steps, inputs,
-                             training=training, isolated=isolated)
+    outputs = self.runner.run_steps(n, start if isolated else self._n_steps, inputs,
+                                    training=training, isolated=isolated)
     if not isolated:
         self._n_steps += n
     steps = np.arange(start + 1, start + n + 1)
-    for i, probe in enumerate(self.tensor_graph.probes):
+    for i, probe in enumerate(self.runner.probes):
         if probe.sample_every is not None:
             outputs[i] = outputs[i][:, steps % (probe.sample_every / self.dt) < 1]
     return outputs
@@ -734,8 +719,8 @@ def train(self, data, optimizer, n_epochs=1, objective=None, shuffle=True, trunc
     progress_bar = self.progress_bar if progress_bar is None else progress_bar
     self._check_open("train")
     _no_extra(self, extra_feeds=extra_feeds)
-    tg = self.tensor_graph
-    if tg.inference_only:
+    runner = self.runner
+    if runner.inference_only:
         raise ValidationError("This simulator was built with inference_only=True, so it has "
                               "no training machinery; build it without that setting to train",
                               attr="inference_only", obj=self)
@@ -752,7 +737,7 @@ def train(self, data, optimizer, n_epochs=1, objective=None, shuffle=True, trunc
     blocks = _blocks(n_steps, truncation)
     batches_per_epoch = batch_size // self.minibatch_size
     writer = self._summary_writer if summaries else None
-    saved = {k: v.numpy() for k, v in tg.state_vars.items()}
+    saved = {k: v.numpy() for k, v in runner.state_vars.items()}
     rng = np.random.RandomState(self.seed)
     losses = []
     if profile:
@@ -765,18 +750,18 @@ def train(self, data, optimizer, n_epochs=1, objective=None, shuffle=True, trunc
         for epoch in range(int(n_epochs)):
             epoch_losses = []
             for idx in self._batches(batch_size, shuffle, rng):
-                tg.reset_state()
+                runner.reset_state()
                 for start, end in blocks:
-                    fn = tg.train_function(end - start, spec, optimizer)
-                    values = tg.input_values(end - start, start,
+                    fn = runner.train_function(end - start, spec, optimizer)
+                    values = runner.input_values(end - start, start,
                                              {n: v[idx, start:end] for n, v in inputs.items()},
                                              isolated=True)
-                    feed = tuple(tf.constant(v, tg.dtype) for v in values)
-                    tgts = tuple(tuple(tf.constant(targets[p][idx, start:end], tg.dtype)
+                    feed = tuple(tf.constant(v, runner.dtype) for v in values)
+                    tgts = tuple(tuple(tf.constant(targets[p][idx, start:end], runner.dtype)
                                        for p in probes if p in targets)
                                  for probes, *_ in spec)
-                    with tg.device_scope():
-                        loss = float(fn(feed, tgts))
+                    with runner.device_scope():
+                        loss = float(runner.call(fn, feed, tgts))
                     self._training_step += 1
                     if dashboard is not None:
                         dashboard.update(epoch, len(epoch_losses), loss)
@@ -798,7 +783,7 @@ def train(self, data, optimizer, n_epochs=1, objective=None, shuffle=True, trunc
         if profile:
             tf.profiler.experimental.stop()
         for k, v in saved.items():
-            tg.state_vars[k].assign(v)
+            runner.state_vars[k].assign(v)
     self._params_changed = True
     self.data.reset()
     return {"loss": losses}
@@ -844,14 +829,14 @@ def _param_file(path):
 
 @_patch
 def _param_arrays(self, include_global, include_local):
-    tg = self.tensor_graph
+    runner = self.runner
     arrays = {}
     if include_global:
-        arrays.update({f"global/{k.dtype}/{k.name}": v for k, v in tg.param_vars.items()})
+        arrays.update({f"global/{k.dtype}/": v for k, v in runner.param_vars.items()})
         arrays.update({f"global/tensor_node/{i}": v for i, v in enumerate(
-            tg.function_vars + tg.frozen_function_vars)})
+            runner.function_vars + runner.frozen_function_vars)})
     if include_local:
-        arrays.update({f"local/{k.dtype}/{k.name}": v for k, v in tg.state_vars.items()})
+        arrays.update({f"local/{k.dtype}/": v for k, v in runner.state_vars.items()})
     return arrays
 
 
@@ -992,25 +977,27 @@ def check_gradients(self, outputs=None, atol=1e-5, rtol=1e-3, n_steps=5, max_ele
         How many elements of each parameter array are checked numerically (chosen at random).
     """
     self._check_open("check gradients of")
-    tg = self.tensor_graph
-    if tg.inference_only:
+    runner = self.runner
+    if runner.inference_only:
         raise ValidationError("This simulator was built with inference_only=True, so it has "
                               "no gradients to check; build it without that setting",
                               attr="inference_only", obj=self)
-    probes = tg.probes if outputs is None else (list(outputs) if isinstance(
+    probes = runner.probes if outputs is None else (list(outputs) if isinstance(
         outputs, (list, tuple)) else [outputs])
     for p in probes:
-        if p not in tg.probes:
+        if p not in runner.probes:
             raise ValidationError(f"{p} is not a Probe of this model", attr="outputs", obj=self)
-    if not tg.param_vars or not tg.trains_anything:
+    if not runner.param_vars or not runner.trains_anything:
         raise SimulationError("The model has no trainable parameters to check")
-    saved = {k: v.numpy() for k, v in tg.state_vars.items()}
+    saved = {k: v.numpy() for k, v in runner.state_vars.items()}
     rng = np.random.RandomState(self.seed)
     weights = [np.where(p in probes, rng.randn(n_steps, self.minibatch_size, *t.shape) / np.sqrt(
-        n_steps * self.minibatch_size * max(t.size, 1)), 0) for p, t in zip(tg.probes, tg.probe_tsigs)]
-    params = [v.numpy() for v in tg.param_vars.values()]
-    exact = tg if tg.dtype == tf.float64 else TensorGraph(
-        self.model, self.dt, self.unroll, tf.float64, self.minibatch_size, self.device)
+        n_steps * self.minibatch_size * max(t.size, 1)), 0)
+        for p, t in zip(runner.probes, runner.layout.probe_views)]
+    params = [v.numpy() for v in runner.param_vars.values()]
+    exact = runner if runner.dtype == tf.float64 else Runner(
+        layout(self.model, runner.layout.settings._replace(dtype=tf.float64)), self.device,
+        self.unroll)
     exact.build_post(np.random.RandomState(self.seed))
 
     def gradient_inputs(graph):
@@ -1018,14 +1005,14 @@ def check_gradients(self, outputs=None, atol=1e-5, rtol=1e-3, n_steps=5, max_ele
         return graph.gradient_function(n_steps), inputs, tuple(tf.constant(w, graph.dtype) for w in weights)
 
     try:
-        fn, inputs, w = gradient_inputs(tg)
-        tg.reset_state()
+        fn, inputs, w = gradient_inputs(runner)
+        runner.reset_state()
         _, analytic = fn([tf.constant(p) for p in params], inputs, w)
         fn, inputs, w = gradient_inputs(exact)
         h = np.finfo(np.float64).eps ** (1 / 3) / 10
         for k, (p, grad) in enumerate(zip(params, analytic)):
             grad = np.zeros(p.shape) if grad is None else grad.numpy().astype(np.float64)
-            where = f"the trainable parameters ({tg.param_keys[k].dtype})"
+            where = f"the trainable parameters ({runner.layout.param_keys[k].dtype})"
             if not np.all(np.isfinite(grad)):
                 i = int(np.flatnonzero(~np.isfinite(grad))[0])
                 raise SimulationError(f"Gradient check failed: the gradient of element {i} of "
@@ -1049,4 +1036,4 @@ def check_gradients(self, outputs=None, atol=1e-5, rtol=1e-3, n_steps=5, max_ele
                         f"{grad.flat[i]:.6g}, numerical {numeric:.6g} (atol={atol}, rtol={rtol})")
     finally:
         for key, v in saved.items():
-            tg.state_vars[key].assign(v)
+            runner.state_vars[key].assign(v)

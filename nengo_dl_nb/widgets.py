@@ -16,24 +16,23 @@ import numpy as np
 from nengo.builder.probe import SimProbe
 
 from .builder import NengoModel
+from .layout import Settings, find_inputs, signal_keys
 from .graph_optimizer import (greedy_planner, noop_order_signals, noop_planner,
                                          order_signals, read_types, signal_kind,
                                          transitive_planner, tree_planner)
 
-# %% ../nbs/62_widgets.ipynb #fae6a75b
+# %% ../nbs/62_widgets.ipynb #1e36ed99
 def model_operators(network, dt=0.001):
-    "The operators of `network`'s model (no probe operators), signals marked as the tensor graph marks them."
+    """`(operators, kinds)`: the operators of `network`'s model as the layout sees them, and
+    the layout's keys map (base signal -> its base array's key)."""
     model = NengoModel(dt=dt, fail_fast=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.build(network)
     operators = [op for op in model.operators if not isinstance(op, SimProbe)]
-    written = {s.base for op in operators for s in op.sets + op.incs + op.updates}
-    for op in operators:
-        for sig in op.all_signals:
-            sig.base.minibatched = sig.base in written
-            sig.base.trainable = getattr(sig.base, "trainable", False) and not sig.base.minibatched
-    return operators
+    operators, inputs = find_inputs(model, operators)
+    kinds, _ = signal_keys(model, operators, inputs, Settings(dt=dt))
+    return operators, kinds
 
 # %% ../nbs/62_widgets.ipynb #2a3cbd63
 ACCESS_KINDS = ("read", "set", "inc", "update")
@@ -57,9 +56,10 @@ def group_label(group):
     return f"{type(group[0]).__name__} x{len(group)}"
 
 # %% ../nbs/62_widgets.ipynb #34c536ed
-def plot_signal_blocks(plan, sigs=None, ax=None):
+def plot_signal_blocks(plan, sigs=None, ax=None, kinds=None):
     """Draw op groups (rows) x base signals in memory order `sigs` (columns; default: order
-    of first use), coloured by access; returns `ax` (a new figure when None)."""
+    of first use), coloured by access, base arrays told apart by `kinds` (from
+    `model_operators`); returns `ax` (a new figure when None)."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
     plan = [tuple(group) for group in plan]
@@ -77,10 +77,10 @@ def plot_signal_blocks(plan, sigs=None, ax=None):
     ax.set_yticks(range(len(plan)))
     ax.set_yticklabels([group_label(g) for g in plan], fontsize="small")
     for col in range(1, len(sigs)):
-        if signal_kind(sigs[col]) != signal_kind(sigs[col - 1]):
+        if signal_kind(sigs[col], kinds) != signal_kind(sigs[col - 1], kinds):
             ax.axvline(col - 0.5, color="k", linewidth=0.8)
     ax.set_xlabel("base signals, in memory order")
-    counts = read_types(plan, sigs) if plan else {"slice": 0, "gather": 0}
+    counts = read_types(plan, sigs, kinds) if plan else {"slice": 0, "gather": 0}
     ax.set_title(f"{len(plan)} op groups, {len(sigs)} signals: "
                  f"{counts['slice']} slice / {counts['gather']} gather blocks")
     ax.legend(handles=[Patch(color=c, label=k) for k, c in zip(ACCESS_KINDS, ACCESS_COLORS)],
@@ -127,17 +127,17 @@ def compare_planners(network, planners=None, sorters=None):
     `PlannerComparison` of op groups, slice/gather blocks and times (ms)."""
     planners = planners or (greedy_planner, tree_planner, transitive_planner, noop_planner)
     sorters = sorters or (order_signals, noop_order_signals)
-    operators = network if isinstance(network, (list, tuple)) else model_operators(network)
+    operators, kinds = network if isinstance(network, tuple) else model_operators(network)
     rows = []
     for planner in planners:
         start = time.perf_counter()
-        plan = planner(list(operators))
+        plan = planner(list(operators), kinds)
         plan_ms = 1000 * (time.perf_counter() - start)
         for sorter in sorters:
             start = time.perf_counter()
-            sigs, sorted_plan = sorter(plan)
+            sigs, sorted_plan = sorter(plan, kinds)
             sort_ms = 1000 * (time.perf_counter() - start)
-            counts = read_types(sorted_plan, sigs)
+            counts = read_types(sorted_plan, sigs, kinds)
             rows.append({"planner": planner.__name__, "sorter": sorter.__name__,
                          "op_groups": len(sorted_plan), "slice": counts["slice"],
                          "gather": counts["gather"], "plan_ms": plan_ms, "sort_ms": sort_ms})

@@ -71,12 +71,12 @@ def check_run():
         results["run_steps_shape"] = list(many.data[probes[0]].shape)
         results["per_item_weights_differ"] = bool(
             np.ptp(many.data[probes[2]][:, -1], axis=0).max() > 0)
-        results["state"] = max(diff(v.numpy(), many.tensor_graph.state_vars[k].numpy())
-                               for k, v in one.tensor_graph.state_vars.items())
+        results["state"] = max(diff(v.numpy(), many.runner.state_vars[k].numpy())
+                               for k, v in one.runner.state_vars.items())
         results["signals"] = diff(one.signals[one.model.sig[conn]["weights"]],
                                   many.signals[many.model.sig[conn]["weights"]])
         # state written whole is read back whole (the replicas' slices in order)
-        k, view = next(iter(many.tensor_graph.state_vars.items()))
+        k, view = next(iter(many.runner.state_vars.items()))
         value = np.random.RandomState(1).randn(*view.shape)
         view.assign(value)
         results["state_roundtrip"] = diff(view.numpy(), value)
@@ -110,7 +110,7 @@ def check_train():
                     opt = tf.keras.optimizers.SGD(0.05)
             sim.history = sim.train({inp: x[:MB], p: x[:MB] ** 2}, opt, n_epochs=1,
                                     shuffle=False, progress_bar=False)
-        tg1, tg2 = one.tensor_graph, many.tensor_graph
+        tg1, tg2 = one.runner, many.runner
         results["train_step_params"] = max(diff(v.numpy(), tg2.param_vars[k].numpy())
                                            for k, v in tg1.param_vars.items())
         results["train_step_changed"] = max(  # the step did change the parameters
@@ -172,8 +172,8 @@ def check_tensor_node():
             sim.run_steps(2, data={inp: x})
         results["tensor_node_run"] = diff(one.data[net1.p], many.data[net2.p])
         results["tensor_node_weights"] = max(
-            diff(a.numpy(), b.numpy()) for a, b in zip(one.tensor_graph.function_vars,
-                                                      many.tensor_graph.function_vars))
+            diff(a.numpy(), b.numpy()) for a, b in zip(one.runner.function_vars,
+                                                      many.runner.function_vars))
 
 
 def check_errors():

@@ -41,7 +41,7 @@ def test_plans_respect_dependencies_and_agree(seed):
         with net:
             nengo_dl_nb.configure_settings(planner=planner)
         with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
-            check_plan(sim.tensor_graph.plan, sim.tensor_graph.operators)
+            check_plan(sim.layout.plan, sim.layout.operators)
             sim.run_steps(50)
             results.append([sim.data[p] for p in probes])
     for values in results:
@@ -79,7 +79,7 @@ def test_dotinc_group_shapes_agree_with_nengo():
         ref.run_steps(60)
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         shapes = set()
-        for op_build in sim.tensor_graph.builder.op_builds.values():
+        for op_build in sim.runner.timestep.op_builds.values():
             if isinstance(op_build, DotIncBuilder) and op_build.dense:
                 shapes.add(("m1" if op_build.m == 1 else "n1" if op_build.n == 1 else
                             "one" if op_build.g == 1 else "dot", op_build.A.minibatched))

@@ -72,7 +72,7 @@ RULES = list(RULE_OPS)
 
 def native_groups(sim, rule):
     "The op builders the simulation built for `rule`'s operator."
-    return [b for ops, b in sim.tensor_graph.builder.op_builds.items()
+    return [b for ops, b in sim.runner.timestep.op_builds.items()
             if isinstance(ops[0], RULE_OPS[rule])]
 
 
@@ -109,8 +109,8 @@ def test_float32_close_to_nengo(rule):
 def test_compiles_with_xla(rule):
     net, probes, _ = learning_net(rule)
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
-        assert not sim.tensor_graph.uses_python
-        assert sim.tensor_graph.jit_compile
+        assert not sim.runner.uses_python
+        assert sim.runner.jit_compile
         sim.run_steps(20)
         assert np.all(np.isfinite(sim.data[probes[0]]))
 

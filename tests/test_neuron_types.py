@@ -53,10 +53,10 @@ def state_names(neuron_type):
 
 def assert_native(sim):
     "Every neuron group is built natively, and the whole loop runs under XLA."
-    builds = sim.tensor_graph.builder.op_builds.values()
+    builds = sim.runner.timestep.op_builds.values()
     neurons = [b for b in builds if isinstance(b, SimNeuronsBuilder)]
     assert neurons and not any(isinstance(b.built_neurons, GenericNeuronBuilder) for b in neurons)
-    assert sim.tensor_graph.jit_compile and not sim.tensor_graph.uses_python
+    assert sim.runner.jit_compile and not sim.runner.uses_python
 
 
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
@@ -110,7 +110,7 @@ def test_parameters_differ_per_ensemble(make_type):
         probes = [nengo.Probe(e.neurons) for e in ens]
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         assert_native(sim)
-        wrapper = [b for b in sim.tensor_graph.builder.op_builds.values()
+        wrapper = [b for b in sim.runner.timestep.op_builds.values()
                    if isinstance(b, SimNeuronsBuilder) and type(b.ops[0].neurons) is type(types[0])]
         assert len(wrapper) == 1 and len(wrapper[0].ops) == 3  # one merged group
         states = [{k: sim.signals[sim.model.sig[e.neurons][k]] for k in state_names(t)}
@@ -213,7 +213,7 @@ def test_random_spiking_mixed_signs_in_one_group():
     steps = 4000
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         assert_native(sim)
-        groups = [b_ for b_ in sim.tensor_graph.builder.op_builds.values()
+        groups = [b_ for b_ in sim.runner.timestep.op_builds.values()
                   if isinstance(b_, SimNeuronsBuilder)
                   and isinstance(b_.ops[0].neurons, nengo.StochasticSpiking)]
         assert len(groups) == 1 and len(groups[0].ops) == 2

@@ -64,7 +64,7 @@ def run_ours(net, probes, steps=30, **settings):
     with net:
         nengo_dl_nb.configure_settings(dtype=tf.float64, jit_compile=False, **settings)
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
-        check_plan(sim.tensor_graph.plan, sim.tensor_graph.operators)
+        check_plan(sim.layout.plan, sim.layout.operators)
         sim.run_steps(steps)
         return [sim.data[p].copy() for p in probes]
 
@@ -226,8 +226,8 @@ def test_independent_operators_share_one_group(seed):
     # and Voja [3, 1] at seed 14
     net, _ = rules_and_triangles_network(seed)
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
-        plan = sim.tensor_graph.plan
-        classes = independent_classes(sim.tensor_graph.operators, RULES_AND_TRIANGLES)
+        plan = sim.layout.plan
+        classes = independent_classes(sim.layout.operators, RULES_AND_TRIANGLES)
     assert "SimProcess:Triangle" in classes
     for name, members in classes.items():
         groups = [g for g in plan if class_name(g[0]) == name]
@@ -243,7 +243,7 @@ def test_independent_operators_merged_match_nengo():
         ref.run_steps(200)
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         sim.run_steps(200)
-        sizes = {name: [len(g) for g in sim.tensor_graph.plan if class_name(g[0]) == name]
+        sizes = {name: [len(g) for g in sim.layout.plan if class_name(g[0]) == name]
                  for name in RULES_AND_TRIANGLES}
     assert sizes["SimVoja"] == [4] and sizes["SimProcess:Triangle"] == [9]
     for p in probes:

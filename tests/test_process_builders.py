@@ -18,7 +18,7 @@ DT = 0.001
 
 def process_builders(sim):
     "The builders of the SimProcess groups of `sim`, as a list of (builder, n_ops)."
-    return [(b.built_process, len(ops)) for ops, b in sim.tensor_graph.builder.op_builds.items()
+    return [(b.built_process, len(ops)) for ops, b in sim.runner.timestep.op_builds.items()
             if hasattr(b, "built_process")]
 
 
@@ -50,7 +50,7 @@ def test_triangle_matches_nengo(dtype, tol, both):
     assert set(builder_types(sim)) == {"TriangleBuilder"}
     groups = sorted(n for b, n in process_builders(sim))
     assert groups == [1, 1, 2]  # the two Triangle(0.01) synapses are one group
-    assert sim.tensor_graph.jit_compile and not sim.tensor_graph.uses_python
+    assert sim.runner.jit_compile and not sim.runner.uses_python
 
 
 def test_triangles_at_different_depths_one_group(both):
@@ -200,7 +200,7 @@ def test_noise_reset_reproducible_and_seeds():
         sim.soft_reset()
         sim.run_steps(30)
         np.testing.assert_array_equal(sim.data[p][-30:], first)
-        assert sim.tensor_graph.run_function().experimental_get_tracing_count() <= 2
+        assert sim.runner.run_function().experimental_get_tracing_count() <= 2
     with nengo_dl_nb.Simulator(net, progress_bar=False, seed=10) as sim2:
         sim2.run_steps(30)
         np.testing.assert_array_equal(sim2.data[p], first)
@@ -242,7 +242,7 @@ def test_noise_groups_merge_and_compile():
                   if isinstance(b, NoiseBuilder)]
         # white (3 unseeded + 1 seeded) in one group; all OneX filters (Lowpass, Brown) in one
         assert sorted(groups) == [("NoiseBuilder", 3), ("NoiseBuilder", 4)]
-        assert sim.tensor_graph.jit_compile and not sim.tensor_graph.uses_python
+        assert sim.runner.jit_compile and not sim.runner.uses_python
         sim.run_steps(200)
         stds = [(sim.data[p] - sim.data[e].bias).std() * np.sqrt(DT)
                 for p, e in zip(probes[:3], ens)]
@@ -253,7 +253,7 @@ def test_unsupported_noise_runs_generic():
     net, ens, p = noise_net(WhiteNoise(dist=Exponential(0.5), scale=False), n=10)
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         assert builder_types(sim) == ["GenericProcessBuilder"]
-        assert sim.tensor_graph.uses_python and not sim.tensor_graph.jit_compile
+        assert sim.runner.uses_python and not sim.runner.jit_compile
         sim.run_steps(20)
         x = noise_of(sim, ens, p)
         assert np.all(x > -1e-5) and abs(x.mean() - 0.5) < 0.15

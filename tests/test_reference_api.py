@@ -182,7 +182,7 @@ def test_simulator_dtype_argument_is_deprecated_but_works():
         sim = nengo_dl_nb.Simulator(net, 0.001, 0, None, tf.float64, progress_bar=False)
     with sim:
         sim.run_steps(3)
-        assert sim.tensor_graph.dtype == tf.float64
+        assert sim.runner.dtype == tf.float64
         assert sim.data[probe].dtype == np.float64
 
 

@@ -151,7 +151,7 @@ def test_generic_operator_fallback():
         ref.run_steps(200)
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         sim.run_steps(200)
-        assert sim.tensor_graph.uses_python and not sim.tensor_graph.jit_compile
+        assert sim.runner.uses_python and not sim.runner.jit_compile
     np.testing.assert_allclose(sim.data[p], ref.data[p], atol=1e-8)
 
 

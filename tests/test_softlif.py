@@ -20,7 +20,7 @@ def numpy_rates(neuron_type, J):
 
 
 def neuron_groups(sim):
-    return [b for b in sim.tensor_graph.builder.op_builds.values()
+    return [b for b in sim.runner.timestep.op_builds.values()
             if isinstance(b, SimNeuronsBuilder)]
 
 
@@ -28,7 +28,7 @@ def assert_native(sim):
     "Every neuron group is native, and the whole loop compiles with XLA."
     groups = neuron_groups(sim)
     assert groups and not any(isinstance(b.built_neurons, GenericNeuronBuilder) for b in groups)
-    assert sim.tensor_graph.jit_compile and not sim.tensor_graph.uses_python
+    assert sim.runner.jit_compile and not sim.runner.uses_python
 
 
 def driven_net(types, currents, dtype):

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import nengo_dl_nb
-from nengo_dl_nb.tensor_graph import DirectCall
+from nengo_dl_nb.runner import DirectCall
 
 
 def make_net(n_inputs=1, size=1, process=False, sample_every=None):
@@ -136,7 +136,7 @@ def test_identical_step_graphs_share_one_compiled_function():
     nets = [net_with_seed(3), net_with_seed(11)]
     sims = [nengo_dl_nb.Simulator(net, progress_bar=False) for net in nets]
     try:
-        calls = [sim.tensor_graph.step_call() for sim in sims]
+        calls = [sim.runner.step_call() for sim in sims]
         assert calls[1].concrete is calls[0].concrete
         for _ in range(30):  # in turn: each step must read and write its own state
             for sim in sims:
@@ -151,7 +151,7 @@ def test_identical_step_graphs_share_one_compiled_function():
             np.testing.assert_allclose(sim.data[net.p], ref.data[net.p], atol=1e-4)
         assert not np.allclose(sims[0].data[nets[0].p], sims[1].data[nets[1].p], atol=1e-3)
         with nengo_dl_nb.Simulator(make_net(n_inputs=3), progress_bar=False) as other:
-            assert other.tensor_graph.step_call().concrete is not calls[0].concrete
+            assert other.runner.step_call().concrete is not calls[0].concrete
     finally:
         for sim in sims:
             sim.close()

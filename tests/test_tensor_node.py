@@ -88,7 +88,7 @@ def test_keras_stack_trains(conv, tmp_path):
     net, inp, p, x, y = keras_stack(conv)
     data = {inp: x, p: y}
     with nengo_dl_nb.Simulator(net, minibatch_size=8, progress_bar=False) as sim:
-        assert len(sim.tensor_graph.function_vars) == 4  # two kernels, two biases
+        assert len(sim.runner.function_vars) == 4  # two kernels, two biases
         before = sim.loss(data)
         sim.train(data, tf.keras.optimizers.Adam(0.01), n_epochs=25, progress_bar=False)
         after = sim.loss(data)
@@ -105,11 +105,11 @@ def test_untrainable_tensor_node_keeps_its_weights():
     first = net.nodes[1]
     net.config[first].trainable = False
     with nengo_dl_nb.Simulator(net, minibatch_size=8, progress_bar=False) as sim:
-        frozen = [v.numpy() for v in sim.tensor_graph.frozen_function_vars]
-        assert len(frozen) == 2 and len(sim.tensor_graph.function_vars) == 2
+        frozen = [v.numpy() for v in sim.runner.frozen_function_vars]
+        assert len(frozen) == 2 and len(sim.runner.function_vars) == 2
         sim.train({inp: x, p: y}, tf.keras.optimizers.Adam(0.01), n_epochs=2,
                   progress_bar=False)
-        for v, old in zip(sim.tensor_graph.frozen_function_vars, frozen):
+        for v, old in zip(sim.runner.frozen_function_vars, frozen):
             np.testing.assert_array_equal(v.numpy(), old)
 
 
@@ -377,7 +377,7 @@ def test_tensor_node_weights_train_whatever_the_trainable_settings(how):
     x = rng.randn(16, 1, 3)
     y = x @ np.array([[1.0, 0.0], [0.0, -1.0], [0.5, 0.5]])
     with nengo_dl_nb.Simulator(net, minibatch_size=8, progress_bar=False) as sim:
-        kernel = sim.tensor_graph.function_vars[0]
+        kernel = sim.runner.function_vars[0]
         before_kernel, before = kernel.numpy().copy(), sim.loss({inp: x, p: y})
         encoders, weights = sim.data[ens].encoders.copy(), sim.data[conn].weights.copy()
         sim.train({inp: x, p: y}, tf.keras.optimizers.Adam(0.05), n_epochs=20,

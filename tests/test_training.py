@@ -122,10 +122,10 @@ def test_save_load_round_trip_and_failed_load_changes_nothing(tmp_path):
     with other:
         nengo.Ensemble(7, 1)  # another model: more parameters
     with nengo_dl_nb.Simulator(other, progress_bar=False) as sim3:
-        params = [v.numpy() for v in sim3.tensor_graph.param_vars.values()]
+        params = [v.numpy() for v in sim3.runner.param_vars.values()]
         with pytest.raises(SimulationError, match="not saved from this model"):
             sim3.load_params(tmp_path / "params")
-        for v, old in zip(sim3.tensor_graph.param_vars.values(), params):
+        for v, old in zip(sim3.runner.param_vars.values(), params):
             np.testing.assert_array_equal(v.numpy(), old)
 
 
@@ -134,10 +134,10 @@ def test_include_local_saves_state(tmp_path):
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         sim.run_steps(7)
         sim.save_params(tmp_path / "p.npz", include_local=True)
-        state = {k: v.numpy() for k, v in sim.tensor_graph.state_vars.items()}
+        state = {k: v.numpy() for k, v in sim.runner.state_vars.items()}
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim2:
         sim2.load_params(tmp_path / "p.npz", include_local=True)
-        for k, v in sim2.tensor_graph.state_vars.items():
+        for k, v in sim2.runner.state_vars.items():
             np.testing.assert_array_equal(v.numpy(), state[k])
 
 

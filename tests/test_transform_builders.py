@@ -31,7 +31,7 @@ def test_convolution_2d(channels_last, padding, strides, groups):
                              channels_last=channels_last, groups=groups)
     net, p = conv_net(conv, int(np.prod(shape)))
     ref, sim = run_both(net, 3)
-    assert not sim.tensor_graph.uses_python
+    assert not sim.runner.uses_python
     np.testing.assert_allclose(sim.data[p], ref.data[p], atol=1e-10, rtol=1e-10)
 
 
@@ -66,7 +66,7 @@ def test_convolution_transpose(channels_last, padding, strides):
 def conv_groups(sim):
     "(operator class, number of operators) of every convolution group of the plan."
     from nengo.builder.transforms import ConvInc, ConvTransposeInc
-    return sorted((type(g[0]).__name__, len(g)) for g in sim.tensor_graph.plan
+    return sorted((type(g[0]).__name__, len(g)) for g in sim.layout.plan
                   if isinstance(g[0], (ConvInc, ConvTransposeInc)))
 
 
@@ -99,7 +99,7 @@ def test_merged_convolutions_match_nengo(channels_last, padding, strides, groups
     net, probes = merged_net(convs, jit_compile=jit_compile)
     ref, sim = run_both(net, 3)
     assert conv_groups(sim) == [("ConvInc", 3)]  # one group, one convolution
-    assert sim.tensor_graph.jit_compile is (jit_compile is None)
+    assert sim.runner.jit_compile is (jit_compile is None)
     kernels = [ref.data[c].weights for c in net.all_connections if c.transform in convs]
     assert not np.allclose(kernels[0], kernels[1])  # different kernels in one group
     for p in probes:

@@ -1,10 +1,6 @@
 """Planner displays: `plot_signal_blocks` draws one row per op group with access colours,
 `compare_planners` tables every planner x sorter with the right group counts."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -32,29 +28,44 @@ def chain_net(n_ens=3):
 
 
 @pytest.fixture(scope="module")
-def ops():
+def built():
     return model_operators(chain_net())
 
 
-def test_model_operators_drop_probes_and_mark_signals(ops):
+@pytest.fixture(scope="module")
+def ops(built):
+    return built[0]
+
+
+@pytest.fixture(scope="module")
+def kinds(built):
+    return built[1]
+
+
+def test_model_operators_drop_probes_and_give_the_layouts_keys(ops, kinds):
     assert not any(type(op).__name__ == "SimProbe" for op in ops)
     written = {s.base for op in ops for s in op.sets + op.incs + op.updates}
+    read_only = {s.base for op in ops for s in op.reads} - written
     for op in ops:
         for sig in op.all_signals:
-            assert sig.base.minibatched == (sig.base in written)
+            assert not hasattr(sig.base, "minibatched")  # nothing set on nengo's signals
+    assert all(kinds[b].minibatched for b in written)
+    # parameters (encoders, decoders) are not state; the input node's output is
+    assert any(kinds[b].trainable and not kinds[b].minibatched for b in read_only)
+    assert not any(type(op).__name__ == "SimPyFunc" and op.x is None for op in ops)
 
 
 @pytest.mark.parametrize("planner", [greedy_planner, transitive_planner, noop_planner])
-def test_plot_has_one_row_per_op_group(ops, planner):
-    sigs, plan = order_signals(planner(ops))
+def test_plot_has_one_row_per_op_group(ops, kinds, planner):
+    sigs, plan = order_signals(planner(ops, kinds), kinds)
     fig, ax = plt.subplots()
-    assert plot_signal_blocks(plan, sigs, ax=ax) is ax
+    assert plot_signal_blocks(plan, sigs, ax=ax, kinds=kinds) is ax
     image = ax.images[0].get_array()
     assert image.shape == (len(plan), len(sigs))
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert len(labels) == len(plan)
     assert labels[0] == f"{type(plan[0][0]).__name__} x{len(plan[0])}"
-    counts = read_types(plan, sigs)
+    counts = read_types(plan, sigs, kinds)
     assert f"{counts['slice']} slice / {counts['gather']} gather" in ax.get_title()
     plt.close(fig)
 
@@ -80,7 +91,7 @@ def test_signal_access_colours_each_access(ops):
         assert set(np.flatnonzero(access[row])) == touched
 
 
-def test_compare_planners_rows_and_group_counts(ops):
+def test_compare_planners_rows_and_group_counts(ops, kinds):
     net = chain_net()
     planners = (greedy_planner, tree_planner, transitive_planner, noop_planner)
     sorters = (order_signals, noop_order_signals)
@@ -91,7 +102,7 @@ def test_compare_planners_rows_and_group_counts(ops):
     assert table.n_operators == len(ops)
     for row in table:
         planner = next(p for p in planners if p.__name__ == row["planner"])
-        assert row["op_groups"] == len(planner(ops))
+        assert row["op_groups"] == len(planner(ops, kinds))
         assert row["slice"] + row["gather"] > 0
         assert row["plan_ms"] >= 0 and row["sort_ms"] >= 0
     html = table._repr_html_()
@@ -99,8 +110,8 @@ def test_compare_planners_rows_and_group_counts(ops):
     assert "transitive_planner" in html and "noop_order_signals" in html
 
 
-def test_compare_planners_defaults_and_operator_list(ops):
-    table = compare_planners(ops, planners=[greedy_planner])
+def test_compare_planners_defaults_and_operator_list(ops, kinds):
+    table = compare_planners((ops, kinds), planners=[greedy_planner])
     assert [r["sorter"] for r in table] == ["order_signals", "noop_order_signals"]
-    assert all(r["op_groups"] == len(greedy_planner(ops)) for r in table)
+    assert all(r["op_groups"] == len(greedy_planner(ops, kinds)) for r in table)
     assert len(compare_planners(chain_net(2))) == 8
