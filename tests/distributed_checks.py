@@ -114,7 +114,7 @@ def check_train():
         results["train_step_params"] = max(diff(v.numpy(), tg2.param_vars[k].numpy())
                                            for k, v in tg1.param_vars.items())
         results["train_step_changed"] = max(  # the step did change the parameters
-            float(np.max(np.abs(v.numpy() - tg1.signals.initial_value(k))))
+            float(np.max(np.abs(v.numpy() - tg1.layout.initial_value(k))))
             for k, v in tg1.param_vars.items())
         results["train_step_loss"] = diff(one.history["loss"], many.history["loss"])
         # an epoch of Adam over two shuffled minibatches, in truncated blocks

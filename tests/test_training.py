@@ -176,8 +176,10 @@ def test_learning_rule_weights_are_not_trainable():
         nengo.Connection(b, conn.learning_rule)
         p = nengo.Probe(b)
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
-        assert not getattr(sim.model.sig[conn]["weights"].base, "trainable", False)
-        assert sim.model.sig[a]["encoders"].base.trainable
+        keys = sim.layout.keys
+        weights, encoders = sim.model.sig[conn]["weights"].base, sim.model.sig[a]["encoders"].base
+        assert keys[weights].minibatched and not keys[weights].trainable  # state, per item
+        assert keys[encoders].trainable and encoders not in sim.layout.frozen
 
 
 def test_objective_none_means_output_gradient():
