@@ -69,9 +69,9 @@ import_tensorflow_quietly()
 __version__ = "0.1.0"
 
 from .builder import Builder, BuildConfig, NengoBuilder, NengoModel, OpBuilder
-# the builder modules register their op builders by being imported
-from . import (op_builders, neuron_builders, process_builders,  # noqa: F401
-                         learning_rule_builders, transform_builders, tensor_node)
+# every builder module, imported for its registrations (`@Builder.register`)
+from . import op_builders, neuron_builders, process_builders  # noqa: F401
+from . import learning_rule_builders, transform_builders, tensor_node  # noqa: F401
 from .config import configure_settings, get_setting
 from .simulator import Simulator
 from . import dists, neurons, objectives

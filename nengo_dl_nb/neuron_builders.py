@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['GenericNeuronBuilder', 'TFNeuronBuilder', 'RectifiedLinearBuilder', 'SpikingRectifiedLinearBuilder', 'SigmoidBuilder',
            'LIFRateBuilder', 'LIFBuilder', 'TanhBuilder', 'AdaptiveLIFRateBuilder', 'AdaptiveLIFBuilder',
-           'IzhikevichBuilder', 'RegularSpikingBuilder', 'stateless_poisson', 'RandomSpikingBuilder',
-           'StochasticSpikingBuilder', 'PoissonSpikingBuilder', 'SimNeuronsBuilder']
+           'IzhikevichBuilder', 'soft_lif_rate', 'SoftLIFRateBuilder', 'RegularSpikingBuilder', 'stateless_poisson',
+           'RandomSpikingBuilder', 'StochasticSpikingBuilder', 'PoissonSpikingBuilder', 'SimNeuronsBuilder']
 
 # %% ../nbs/05_neuron_builders.ipynb #b15ce8d5
 import nengo
@@ -14,10 +14,12 @@ import numpy as np
 import tensorflow as tf
 from nengo.builder.neurons import SimNeurons
 
-from .builder import Builder, OpBuilder
+from .builder import Builder, OpBuilder, builder_implementing
+from .neurons import FAR_BELOW, SoftLIFRate
 from .op_builders import GenericOpBuilder, combined, flat_signal
 
 # %% ../nbs/05_neuron_builders.ipynb #7e708a80
+@Builder.register(nengo.neurons.NeuronType)
 class GenericNeuronBuilder(GenericOpBuilder):
     """Neuron types without a TensorFlow implementation: Nengo's own `step`, in Python,
     for each minibatch item (slow, and not differentiable)."""
@@ -28,8 +30,11 @@ class GenericNeuronBuilder(GenericOpBuilder):
 
 # %% ../nbs/05_neuron_builders.ipynb #a411bc8c
 class TFNeuronBuilder(OpBuilder):
-    "Base for native neuron builders: gathers J and the state, calls `step`, writes back."
+    """Base for native neuron builders: gathers J and the state, calls `step`, writes back.
+    It reimplements the neuron type's `step`: a subclass of the registered type that
+    overrides `step` is not built with it."""
 
+    implements = ("step",)
     state_names = ()  # the neuron type's state variables, in `step`'s order
 
     def __init__(self, ops, signals, config):
@@ -77,6 +82,7 @@ class TFNeuronBuilder(OpBuilder):
         return None
 
 # %% ../nbs/05_neuron_builders.ipynb #f4727366
+@Builder.register(nengo.RectifiedLinear)
 class RectifiedLinearBuilder(TFNeuronBuilder):
     "`output = amplitude * max(J, 0)`"
 
@@ -88,6 +94,7 @@ class RectifiedLinearBuilder(TFNeuronBuilder):
         return self.amplitude * tf.nn.relu(J), {}
 
 
+@Builder.register(nengo.SpikingRectifiedLinear)
 class SpikingRectifiedLinearBuilder(TFNeuronBuilder):
     "Integrate `max(J, 0)`; spike (amplitude / dt per spike) each time the voltage passes 1."
 
@@ -106,6 +113,7 @@ class SpikingRectifiedLinearBuilder(TFNeuronBuilder):
         return self.spike_size * self.dt * tf.nn.relu(J), {}
 
 
+@Builder.register(nengo.Sigmoid)
 class SigmoidBuilder(TFNeuronBuilder):
     "`output = (1 / tau_ref) / (1 + exp(-J))`"
 
@@ -117,6 +125,7 @@ class SigmoidBuilder(TFNeuronBuilder):
         return self.scale * tf.sigmoid(J), {}
 
 
+@Builder.register(nengo.LIFRate)
 class LIFRateBuilder(TFNeuronBuilder):
     "`output = amplitude / (tau_ref + tau_rc * log1p(1 / (J - 1)))` where `J > 1`, else 0."
 
@@ -136,6 +145,7 @@ class LIFRateBuilder(TFNeuronBuilder):
         return self.rates(J), {}
 
 
+@Builder.register(nengo.LIF)
 class LIFBuilder(LIFRateBuilder):
     "Spiking LIF: exact integration of the membrane within a step, with refractory periods."
 
@@ -164,17 +174,17 @@ class LIFBuilder(LIFRateBuilder):
         return output, {"voltage": voltage, "refractory_time": refractory_time}
 
     def training_rates(self, J):
-        "LIFRate, or SoftLIFRate when `lif_smoothing` is configured."
+        "LIFRate, or SoftLIFRate (`soft_lif_rate`, below) when `lif_smoothing` is configured."
         sigma = self.config.lif_smoothing
         if not sigma:
             return self.rates(J)
-        from nengo_dl_nb.neurons import soft_lif_rate  # the neurons module builds on this one
         return soft_lif_rate(J, sigma, self.tau_rc, self.tau_ref, self.amplitude)
 
     def training_step(self, J, voltage, refractory_time):
         return self.training_rates(J), {}
 
 # %% ../nbs/05_neuron_builders.ipynb #45702815
+@Builder.register(nengo.Tanh)
 class TanhBuilder(TFNeuronBuilder):
     "`output = (1 / tau_ref) * tanh(J)`"
 
@@ -186,6 +196,7 @@ class TanhBuilder(TFNeuronBuilder):
         return self.scale * tf.tanh(J), {}
 
 # %% ../nbs/05_neuron_builders.ipynb #d488bef1
+@Builder.register(nengo.AdaptiveLIFRate)
 class AdaptiveLIFRateBuilder(LIFRateBuilder):
     "LIFRate driven by `J - n`; then `n += (dt / tau_n) * (inc_n * output - n)`."
 
@@ -204,6 +215,7 @@ class AdaptiveLIFRateBuilder(LIFRateBuilder):
         return output, {"adaptation": self.adapt(adaptation, output)}
 
 
+@Builder.register(nengo.AdaptiveLIF)
 class AdaptiveLIFBuilder(LIFBuilder):
     "Spiking LIF driven by `J - n`; then `n += (dt / tau_n) * (inc_n * output - n)`."
 
@@ -224,6 +236,7 @@ class AdaptiveLIFBuilder(LIFBuilder):
         return output, {"adaptation": AdaptiveLIFRateBuilder.adapt(self, adaptation, output)}
 
 # %% ../nbs/05_neuron_builders.ipynb #6128e078
+@Builder.register(nengo.Izhikevich)
 class IzhikevichBuilder(TFNeuronBuilder):
     "Izhikevich neurons: `v' = 0.04 v^2 + 5 v + 140 - u + J`, `u' = a (b v - u)`, reset at 30 mV."
 
@@ -253,7 +266,67 @@ class IzhikevichBuilder(TFNeuronBuilder):
         return ("Izhikevich neurons have no differentiable rate approximation (train with a "
                 "rate type such as LIFRate, then swap the Izhikevich neurons in)")
 
+# %% ../nbs/05_neuron_builders.ipynb #86be54fe
+def _unbroadcast(grad, shape):
+    "Sum `grad` over the axes along which a tensor of `shape` was broadcast to it."
+    axes, _ = tf.raw_ops.BroadcastGradientArgs(s0=shape, s1=tf.shape(grad))
+    return tf.reshape(tf.reduce_sum(grad, axes), shape)
+
+
+@tf.custom_gradient
+def _soft_lif_rate(J, sigma, tau_rc, tau_ref, amplitude):
+    x = (J - 1) / sigma
+    zeros, ones = tf.zeros_like(x), tf.ones_like(x)
+    far = x < FAR_BELOW
+    near_x = tf.where(far, zeros, x)  # the far branch never evaluates the softplus
+    softplus = tf.maximum(near_x, 0) + tf.math.log1p(tf.exp(-tf.abs(near_x)))
+    j_s = tf.where(far, zeros, sigma * softplus)  # (negligible against 1 where far)
+    log_term = tf.where(far, -tf.math.log(sigma) - x, tf.math.log1p(1 / (sigma * softplus)))
+    denom = tau_ref + tau_rc * log_term
+    rate = amplitude / denom
+
+    def grad(upstream):
+        ratio = tf.where(far, ones, tf.sigmoid(near_x) / softplus)
+        slope = tf.where(x > -FAR_BELOW, zeros, 1 - x * ratio)  # 1 - x r(x)
+        inv_denom = 1 / denom
+        inv_denom2 = tf.square(inv_denom)
+        common = amplitude * tau_rc * inv_denom2 / (sigma * (1 + j_s))
+        live = tf.math.is_finite(denom)  # elsewhere the rate is 0, flat in everything
+        masked = lambda g: tf.where(live, upstream * g, zeros)
+        return (_unbroadcast(masked(common * ratio), tf.shape(J)),
+                _unbroadcast(masked(common * slope), tf.shape(sigma)),
+                _unbroadcast(masked(-amplitude * log_term * inv_denom2), tf.shape(tau_rc)),
+                _unbroadcast(masked(-amplitude * inv_denom2), tf.shape(tau_ref)),
+                _unbroadcast(masked(inv_denom + zeros), tf.shape(amplitude)))
+
+    return rate, grad
+
+
+def soft_lif_rate(J, sigma=1.0, tau_rc=0.02, tau_ref=0.002, amplitude=1.0):
+    """The smoothed LIF rate of current `J` (see `SoftLIFRate`), with a gradient that is
+    finite everywhere. The parameters are numbers or tensors broadcastable to `J`."""
+    J = tf.convert_to_tensor(J)
+    if not J.dtype.is_floating:
+        J = tf.cast(J, tf.keras.backend.floatx())
+    # (`dtype_hint`: a Python float must not pass through float32 on its way to float64)
+    return _soft_lif_rate(J, *(tf.cast(tf.convert_to_tensor(p, dtype_hint=J.dtype), J.dtype)
+                               for p in (sigma, tau_rc, tau_ref, amplitude)))
+
+# %% ../nbs/05_neuron_builders.ipynb #b51059f3
+@Builder.register(SoftLIFRate)
+class SoftLIFRateBuilder(TFNeuronBuilder):
+    "Build a group of `SoftLIFRate` neuron operators with `soft_lif_rate`."
+
+    def __init__(self, ops, signals, config):
+        super().__init__(ops, signals, config)
+        self.sigma, self.amplitude = self.param("sigma"), self.param("amplitude")
+        self.tau_rc, self.tau_ref = self.param("tau_rc"), self.param("tau_ref")
+
+    def step(self, J):
+        return soft_lif_rate(J, self.sigma, self.tau_rc, self.tau_ref, self.amplitude), {}
+
 # %% ../nbs/05_neuron_builders.ipynb #c0a88a47
+@Builder.register(nengo.RegularSpiking)
 class RegularSpikingBuilder(TFNeuronBuilder):
     "Integrate the rate; spike (amplitude / dt per spike) each time the voltage passes an integer."
 
@@ -364,6 +437,7 @@ class RandomSpikingBuilder(TFNeuronBuilder):
         return tf.where(self.negative, spikes * tf.sign(J), spikes)
 
 # %% ../nbs/05_neuron_builders.ipynb #e0c1ea2f
+@Builder.register(nengo.StochasticSpiking)
 class StochasticSpikingBuilder(RandomSpikingBuilder):
     "`floor(dt * rate)` spikes, plus one with probability `frac(dt * rate)`."
 
@@ -376,6 +450,7 @@ class StochasticSpikingBuilder(RandomSpikingBuilder):
         return self.signed(self.spike_size * n_spikes, J), {}
 
 
+@Builder.register(nengo.PoissonSpiking)
 class PoissonSpikingBuilder(RandomSpikingBuilder):
     "A Poisson number of spikes with mean `dt * rate`."
 
@@ -386,27 +461,12 @@ class PoissonSpikingBuilder(RandomSpikingBuilder):
 # %% ../nbs/05_neuron_builders.ipynb #fbfa0f06
 @Builder.register(SimNeurons)
 class SimNeuronsBuilder(OpBuilder):
-    "Build a group of `SimNeurons` of one neuron type with that type's builder."
-
-    TF_NEURON_IMPL = {
-        nengo.neurons.RectifiedLinear: RectifiedLinearBuilder,
-        nengo.neurons.SpikingRectifiedLinear: SpikingRectifiedLinearBuilder,
-        nengo.neurons.Sigmoid: SigmoidBuilder,
-        nengo.neurons.LIFRate: LIFRateBuilder,
-        nengo.neurons.LIF: LIFBuilder,
-        nengo.neurons.Tanh: TanhBuilder,
-        nengo.neurons.AdaptiveLIFRate: AdaptiveLIFRateBuilder,
-        nengo.neurons.AdaptiveLIF: AdaptiveLIFBuilder,
-        nengo.neurons.Izhikevich: IzhikevichBuilder,
-        nengo.neurons.RegularSpiking: RegularSpikingBuilder,
-        nengo.neurons.StochasticSpiking: StochasticSpikingBuilder,
-        nengo.neurons.PoissonSpiking: PoissonSpikingBuilder,
-    }
+    """Build a group of `SimNeurons` operators with the builder of their neuron type
+    (`builder_implementing(neurons)`: native, or `GenericNeuronBuilder`)."""
 
     def __init__(self, ops, signals, config):
         super().__init__(ops, signals, config)
-        impl = self.TF_NEURON_IMPL.get(type(ops[0].neurons), GenericNeuronBuilder)
-        self.built_neurons = impl(ops, signals, config)
+        self.built_neurons = builder_implementing(ops[0].neurons)(ops, signals, config)
 
     def build_step(self, signals):
         return self.built_neurons.build_step(signals)
@@ -419,5 +479,5 @@ class SimNeuronsBuilder(OpBuilder):
 
     @staticmethod
     def mergeable(x, y):
-        native = type(x.neurons) in SimNeuronsBuilder.TF_NEURON_IMPL
-        return type(x.neurons) is type(y.neurons) and native
+        builder = builder_implementing(x.neurons)
+        return issubclass(builder, TFNeuronBuilder) and builder is builder_implementing(y.neurons)

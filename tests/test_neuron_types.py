@@ -5,8 +5,10 @@ import pytest
 import tensorflow as tf
 
 import nengo_dl_nb
-from nengo_dl_nb.neuron_builders import (GenericNeuronBuilder, PoissonSpikingBuilder,
-                                         SimNeuronsBuilder)
+from nengo_dl_nb.builder import builder_implementing
+from nengo_dl_nb.neuron_builders import (AdaptiveLIFBuilder, GenericNeuronBuilder, IzhikevichBuilder,
+                                         LIFBuilder, PoissonSpikingBuilder, SimNeuronsBuilder,
+                                         StochasticSpikingBuilder)
 
 DT = 0.001
 
@@ -121,13 +123,86 @@ def test_parameters_differ_per_ensemble(make_type):
                                    rtol=1e-9, atol=1e-9)
 
 
+# -- users' subclasses of native types -------------------------------------------------------
+
+def neuron_groups(sim):
+    "`{neuron type class: [(builder of the group, its neuron types' classes)]}`"
+    groups = {}
+    for b in sim.runner.timestep.op_builds.values():
+        if isinstance(b, SimNeuronsBuilder):
+            classes = sorted({type(op.neurons).__name__ for op in b.ops})
+            for op in b.ops:
+                groups.setdefault(type(op.neurons), []).append((type(b.built_neurons), classes))
+    return groups
+
+
+def subclass_net(neuron_types):
+    "A recurrent network with one ensemble (decoded and spike probes) per neuron type."
+    with nengo.Network(seed=4) as net:
+        stim = nengo.Node(lambda t: [np.sin(6 * t), np.cos(4 * t)])
+        probes = []
+        prev = stim
+        for t in neuron_types:
+            ens = nengo.Ensemble(40, 2, neuron_type=t)
+            nengo.Connection(prev, ens, synapse=0.005)
+            probes += [nengo.Probe(ens, synapse=0.01), nengo.Probe(ens.neurons)]
+            prev = ens
+        nengo.Connection(prev, prev, synapse=0.05, transform=0.5)
+    return net, probes
+
+
+@pytest.mark.parametrize("base, builder", [
+    (nengo.LIF, LIFBuilder), (nengo.AdaptiveLIF, AdaptiveLIFBuilder),
+    (nengo.Izhikevich, IzhikevichBuilder)])
+def test_subclass_runs_natively(base, builder, both):
+    """A user's subclass of a native type that adds no behaviour is built by the base type's
+    builder (merged with the base type's ensembles), compiles with XLA, and matches Nengo."""
+    MyType = type(f"My{base.__name__}", (base,), {"__doc__": "No new behaviour."})
+    net, probes = subclass_net([MyType(), base(), MyType()])
+    ref, sim = both(net, 300, dtype=tf.float64)
+    groups = neuron_groups(sim)
+    assert groups[MyType] == [(builder, sorted([base.__name__, MyType.__name__]))] * 2
+    assert groups[base] == groups[MyType][:1]  # one group: the base type and the subclass
+    assert sim.runner.jit_compile and not sim.runner.uses_python
+    for p in probes:
+        np.testing.assert_allclose(sim.data[p], ref.data[p], rtol=1e-8, atol=1e-8)
+    assert ref.data[probes[1]].sum() > 0  # the subclass spikes
+
+
+class ShiftedLIF(nengo.LIF):
+    "LIF driven by `J + 0.5`: its own `step`, which no TensorFlow builder implements."
+
+    def step(self, dt, J, output, voltage, refractory_time):
+        super().step(dt, J + 0.5, output, voltage, refractory_time)
+
+
+def test_subclass_with_its_own_step_runs_in_python(both):
+    """A subclass that overrides `step` runs that `step` (in Python), not the base type's
+    native builder; the plain `LIF` ensemble beside it stays native, in a group of its own."""
+    net, probes = subclass_net([ShiftedLIF(), nengo.LIF()])
+    ref, sim = both(net, 300, dtype=tf.float64)
+    groups = neuron_groups(sim)
+    assert groups[ShiftedLIF] == [(GenericNeuronBuilder, ["ShiftedLIF"])]
+    assert groups[nengo.LIF] == [(LIFBuilder, ["LIF"])]
+    assert sim.runner.uses_python and not sim.runner.jit_compile
+    for p in probes:
+        np.testing.assert_allclose(sim.data[p], ref.data[p], rtol=1e-8, atol=1e-8)
+    # the override matters: as plain LIF, the same ensemble fires less
+    lif_net, lif_probes = subclass_net([nengo.LIF(), nengo.LIF()])
+    with nengo.Simulator(lif_net, progress_bar=False) as lif_ref:
+        lif_ref.run_steps(300)
+    assert ref.data[probes[1]].sum() > lif_ref.data[lif_probes[1]].sum() > 0
+    assert builder_implementing(ShiftedLIF()) is GenericNeuronBuilder
+    assert builder_implementing(nengo.LIF()) is LIFBuilder
+
+
 # -- random spiking types --------------------------------------------------------------------
 
 def test_random_types_are_native():
     "The statistics tests below exercise our builders, not the generic Python fallback."
-    for wrapper in (nengo.PoissonSpiking, nengo.StochasticSpiking):
-        assert SimNeuronsBuilder.TF_NEURON_IMPL[wrapper] is not GenericNeuronBuilder
-    assert SimNeuronsBuilder.TF_NEURON_IMPL[nengo.PoissonSpiking] is PoissonSpikingBuilder
+    assert builder_implementing(nengo.PoissonSpiking(nengo.LIFRate())) is PoissonSpikingBuilder
+    assert (builder_implementing(nengo.StochasticSpiking(nengo.LIFRate()))
+            is StochasticSpikingBuilder)
 
 
 def random_net(wrapper, base, J, n_per_value, dtype=tf.float32):

@@ -97,6 +97,53 @@ def test_lowpass_bilinear_matches_nengo(both):
     assert builder_types(sim) == ["LinearFilterBuilder"]
 
 
+class PlainLowpass(nengo.Lowpass):
+    "Lowpass under another name: no new behaviour."
+
+
+class DoubledLowpass(nengo.Lowpass):
+    "Lowpass with twice the gain: its own `make_step`, which no TensorFlow builder implements."
+
+    def make_step(self, shape_in, shape_out, dt, rng, state):
+        step = super().make_step(shape_in, shape_out, dt, rng, state)
+        return lambda t, signal: 2 * step(t, signal)
+
+
+def filtered_net(synapses):
+    "One input through each synapse, into a node of its own (probed)."
+    with nengo.Network(seed=2) as net:
+        u = nengo.Node(lambda t: [np.sin(30 * t), np.cos(11 * t)])
+        probes = []
+        for synapse in synapses:
+            a = nengo.Node(size_in=2)
+            nengo.Connection(u, a, synapse=synapse)
+            probes.append(nengo.Probe(a))
+    return net, probes
+
+
+def test_lowpass_subclass_runs_natively(both):
+    """A user's subclass of Lowpass with no new behaviour is a native linear filter (merged
+    with a plain Lowpass), compiles with XLA, and matches Nengo."""
+    net, probes = filtered_net([PlainLowpass(0.005), nengo.Lowpass(0.01)])
+    ref, sim = both(net, 200, dtype=tf.float64)
+    assert [(type(b).__name__, n) for b, n in process_builders(sim)] == [("LinearFilterBuilder", 2)]
+    assert sim.runner.jit_compile and not sim.runner.uses_python
+    for p in probes:
+        np.testing.assert_allclose(sim.data[p], ref.data[p], rtol=1e-10, atol=1e-10)
+
+
+def test_lowpass_subclass_with_its_own_make_step_runs_in_python(both):
+    """A subclass that overrides `make_step` runs that step (in Python), not the native
+    filter; the plain Lowpass beside it stays native, in a group of its own."""
+    net, (doubled, plain) = filtered_net([DoubledLowpass(0.005), nengo.Lowpass(0.005)])
+    ref, sim = both(net, 200, dtype=tf.float64)
+    assert builder_types(sim) == ["GenericProcessBuilder", "LinearFilterBuilder"]
+    assert sim.runner.uses_python and not sim.runner.jit_compile
+    for p in (doubled, plain):
+        np.testing.assert_allclose(sim.data[p], ref.data[p], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(sim.data[doubled], 2 * sim.data[plain], rtol=1e-10, atol=1e-12)
+
+
 # -- noise ------------------------------------------------------------------------------
 
 def noise_net(noise, n=200, seed=3, dtype=None):

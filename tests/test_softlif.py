@@ -7,8 +7,14 @@ import tensorflow as tf
 from nengo.exceptions import ValidationError
 
 import nengo_dl_nb
-from nengo_dl_nb.neuron_builders import GenericNeuronBuilder, SimNeuronsBuilder
-from nengo_dl_nb.neurons import SoftLIFRate, SoftLIFRateBuilder, soft_lif_rate
+from nengo_dl_nb.builder import builder_implementing
+from nengo_dl_nb.neuron_builders import (
+    GenericNeuronBuilder,
+    SimNeuronsBuilder,
+    SoftLIFRateBuilder,
+    soft_lif_rate,
+)
+from nengo_dl_nb.neurons import SoftLIFRate
 
 DT = 0.001
 
@@ -48,7 +54,27 @@ def driven_net(types, currents, dtype):
 # -- the neuron type ---------------------------------------------------------------------------
 
 def test_registered():
-    assert SimNeuronsBuilder.TF_NEURON_IMPL[SoftLIFRate] is SoftLIFRateBuilder
+    assert builder_implementing(SoftLIFRate()) is SoftLIFRateBuilder
+
+
+def test_neurons_module_stands_alone():
+    """`neurons` (the neuron type and its NumPy math) loads on its own, without TensorFlow
+    or the rest of the package: the builders import it, never the reverse."""
+    import subprocess
+    import sys
+
+    import nengo_dl_nb.neurons
+    code = (
+        "import importlib.util, sys, numpy\n"
+        "sys.modules['tensorflow'] = None  # importing TensorFlow now fails\n"
+        f"spec = importlib.util.spec_from_file_location('standalone', {nengo_dl_nb.neurons.__file__!r})\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "out = numpy.zeros(2)\n"
+        "module.SoftLIFRate().step(0.001, numpy.array([0.0, 3.0]), out)\n"
+        "assert 0 < out[0] < out[1]\n"
+        "assert not any(name.startswith('nengo_dl_nb') for name in sys.modules)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize("sigma", [0, -1, -0.5])
