@@ -9,6 +9,8 @@ __all__ = ['SESSION_OPTIONS', 'SimulationData', 'SignalValues', 'apply_session_c
 import warnings
 from collections.abc import Mapping
 
+from fastcore.basics import patch
+
 import nengo
 import numpy as np
 import tensorflow as tf
@@ -317,170 +319,173 @@ class Simulator:
         steps = np.arange(1, self.n_steps + 1)
         return self.dt * steps[steps % period < 1]
 
-    # -- pickling ------------------------------------------------------------
-    def __getstate__(self):
-        runner = self.runner
-        return {
-            "model": self.model, "dt": self.dt, "seed": self.seed, "device": self.device,
-            "unroll_simulation": self.unroll,
-            "minibatch_size": self.minibatch_size if self.data.minibatched else None,
-            "dtype": runner.dtype.name,
-            "tensorboard": self.tensorboard, "progress_bar": self.progress_bar,
-            "optimize": self.optimize, "closed": self.closed, "n_steps": self._n_steps,
-            "state": {k: v.numpy() for k, v in runner.state_vars.items()},
-            "params": {k: v.numpy() for k, v in runner.param_vars.items()},
-            "probe_data": self._probe_data, "training_step": self._training_step,
-            "params_changed": self._params_changed,
-        }
+# %% ../nbs/30_simulator.ipynb #5e4f8eaf
+@patch
+def run(self: Simulator, time_in_seconds, **kwargs):
+    "Simulate for `time_in_seconds` (rounded to whole steps); keyword arguments as `run_steps`."
+    if time_in_seconds < 0:
+        raise ValidationError(f"Must be positive (got {time_in_seconds:g})",
+                              attr="time_in_seconds")
+    steps = int(np.round(float(time_in_seconds) / self.dt))
+    if steps == 0:
+        warnings.warn(f"{time_in_seconds} results in running for 0 timesteps. Simulator "
+                      f"still at time {self.time}.")
+    else:
+        self.run_steps(steps, **kwargs)
 
-    def __setstate__(self, state):
-        with warnings.catch_warnings():  # the precision travels as the deprecated argument
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.__init__(None, dt=state["dt"], seed=state["seed"], model=state["model"],
-                          dtype=state.get("dtype"), device=state["device"],
-                          unroll_simulation=state["unroll_simulation"],
-                          minibatch_size=state["minibatch_size"],
-                          tensorboard=state["tensorboard"], progress_bar=state["progress_bar"],
-                          optimize=state["optimize"])
-        runner = self.runner
-        for source, variables in ((state["state"], runner.state_vars), (state["params"], runner.param_vars)):
-            for key, value in source.items():
-                variables[key].assign(value)
-        self._probe_data = {p: list(state["probe_data"].get(p, [])) for p in self._probe_data}
-        self._n_steps = state["n_steps"]
-        self._training_step = state.get("training_step", 0)
-        self._params_changed = state.get("params_changed", False)
-        for node in runner.input_nodes:  # replay input processes so their streams continue
-            node.values(0, self._n_steps)
-        self.data.reset()
-        if state["closed"]:
-            self.close()
+@patch
+def step(self: Simulator, **kwargs):
+    "Advance one step (no progress bar); keyword arguments as `run_steps`."
+    if kwargs.keys() - {"progress_bar"} or self._summary_writer is not None:
+        kwargs.setdefault("progress_bar", False)
+        self.run_steps(1, **kwargs)
+        return
+    self._check_open("run")  # the fast path: no progress bar, no validation to do
+    self._single_step()
 
-    # -- running -------------------------------------------------------------
-    def run(self, time_in_seconds, **kwargs):
-        "Simulate for `time_in_seconds` (rounded to whole steps); keyword arguments as `run_steps`."
-        if time_in_seconds < 0:
-            raise ValidationError(f"Must be positive (got {time_in_seconds:g})",
-                                  attr="time_in_seconds")
-        steps = int(np.round(float(time_in_seconds) / self.dt))
-        if steps == 0:
-            warnings.warn(f"{time_in_seconds} results in running for 0 timesteps. Simulator "
-                          f"still at time {self.time}.")
-        else:
-            self.run_steps(steps, **kwargs)
-
-    def step(self, **kwargs):
-        "Advance one step (no progress bar); keyword arguments as `run_steps`."
-        if kwargs.keys() - {"progress_bar"} or self._summary_writer is not None:
-            kwargs.setdefault("progress_bar", False)
-            self.run_steps(1, **kwargs)
-            return
-        self._check_open("run")  # the fast path: no progress bar, no validation to do
-        self._single_step()
-
-    def run_steps(self, n_steps, data=None, input_feeds=None, profile=False,
-                  progress_bar=None, extra_feeds=None):
-        """Simulate `n_steps` steps. `data` maps input Nodes to arrays of shape
-        `(minibatch_size, n_steps, node.size_out)` that replace the nodes' outputs."""
-        self._check_open("run")
-        if int(n_steps) != n_steps or n_steps < 0:
-            raise ValidationError(f"Must be a non-negative integer (got {n_steps})",
-                                  attr="n_steps", obj=self)
-        n_steps = int(n_steps)
-        if input_feeds is not None:
-            warnings.warn("input_feeds is deprecated; use data", DeprecationWarning)
-            data = input_feeds if data is None else {**input_feeds, **data}
-        if extra_feeds is not None:
-            raise ValidationError(
-                "extra_feeds has no meaning in a run: there are no graph tensors to feed. "
-                "Pass input values with `data`", attr="extra_feeds", obj=self)
-        data = self._check_data(data, n_steps)
-        if n_steps == 0:
-            return
-        progress_bar = self.progress_bar if progress_bar is None else progress_bar
-        chunk = self.runner.chunk_size
+@patch
+def run_steps(self: Simulator, n_steps, data=None, input_feeds=None, profile=False,
+              progress_bar=None, extra_feeds=None):
+    """Simulate `n_steps` steps. `data` maps input Nodes to arrays of shape
+    `(minibatch_size, n_steps, node.size_out)` that replace the nodes' outputs."""
+    self._check_open("run")
+    if int(n_steps) != n_steps or n_steps < 0:
+        raise ValidationError(f"Must be a non-negative integer (got {n_steps})",
+                              attr="n_steps", obj=self)
+    n_steps = int(n_steps)
+    if input_feeds is not None:
+        warnings.warn("input_feeds is deprecated; use data", DeprecationWarning)
+        data = input_feeds if data is None else {**input_feeds, **data}
+    if extra_feeds is not None:
+        raise ValidationError(
+            "extra_feeds has no meaning in a run: there are no graph tensors to feed. "
+            "Pass input values with `data`", attr="extra_feeds", obj=self)
+    data = self._check_data(data, n_steps)
+    if n_steps == 0:
+        return
+    progress_bar = self.progress_bar if progress_bar is None else progress_bar
+    chunk = self.runner.chunk_size
+    if profile:
+        tf.profiler.experimental.start(profile if isinstance(profile, str) else "nengo_dl_nb_profile")
+    try:
+        with make_progress_bar(progress_bar, "Simulating", "Simulation", n_steps) as bar:
+            for start in range(0, n_steps, chunk):
+                n = min(chunk, n_steps - start)
+                chunk_data = {k: v[:, start:start + n] for k, v in data.items()}
+                self._run_chunk(n, chunk_data)
+                bar.step(increment=n)
+    finally:
         if profile:
-            tf.profiler.experimental.start(profile if isinstance(profile, str) else "nengo_dl_nb_profile")
-        try:
-            with make_progress_bar(progress_bar, "Simulating", "Simulation", n_steps) as bar:
-                for start in range(0, n_steps, chunk):
-                    n = min(chunk, n_steps - start)
-                    chunk_data = {k: v[:, start:start + n] for k, v in data.items()}
-                    self._run_chunk(n, chunk_data)
-                    bar.step(increment=n)
-        finally:
-            if profile:
-                tf.profiler.experimental.stop()
+            tf.profiler.experimental.stop()
 
-    def _single_step(self):
-        "One step through the single-step function (inputs from the nodes themselves)."
-        self._store_probes(1, self.runner.step(self._n_steps))
+@patch
+def _single_step(self: Simulator):
+    "One step through the single-step function (inputs from the nodes themselves)."
+    self._store_probes(1, self.runner.step(self._n_steps))
 
-    def _run_chunk(self, n, data):
-        if n == 1 and not data and self._summary_writer is None:
-            self._single_step()
-            return
-        export_graph = self._summary_writer is not None and False not in self.runner._run_fns
-        if export_graph:  # the first run traces the graph: record it for TensorBoard
-            tf.summary.trace_on(graph=True)
-        outputs = self.runner.run_steps(n, self._n_steps, data)
-        if export_graph:
-            with self._summary_writer.as_default():
-                tf.summary.trace_export(name="simulation", step=0)
-        self._store_probes(n, outputs)
+@patch
+def _run_chunk(self: Simulator, n, data):
+    if n == 1 and not data and self._summary_writer is None:
+        self._single_step()
+        return
+    export_graph = self._summary_writer is not None and False not in self.runner._run_fns
+    if export_graph:  # the first run traces the graph: record it for TensorBoard
+        tf.summary.trace_on(graph=True)
+    outputs = self.runner.run_steps(n, self._n_steps, data)
+    if export_graph:
+        with self._summary_writer.as_default():
+            tf.summary.trace_export(name="simulation", step=0)
+    self._store_probes(n, outputs)
 
-    def _store_probes(self, n, outputs):
-        "Keep the probe values `outputs` of the `n` steps just run, and advance the time."
-        steps = np.arange(self._n_steps + 1, self._n_steps + n + 1) if n > 1 else None
-        for probe, values in zip(self.runner.probes, outputs):
-            period = self._sample_period[probe]
-            if period is not None:
-                if steps is None:  # one step: kept or not
-                    if (self._n_steps + 1) % period >= 1:
-                        continue
-                else:
-                    keep = steps % period < 1
-                    values = values if keep.all() else values[:, keep]
-            if not self._keep_history[probe]:  # only the latest sample
-                if values.shape[1]:
-                    self._probe_data[probe] = [values[:, -1:]]
-                continue
-            self._probe_data[probe].append(values)
-        self._n_steps += n
-        self.data.reset()
+@patch
+def _store_probes(self: Simulator, n, outputs):
+    "Keep the probe values `outputs` of the `n` steps just run, and advance the time."
+    steps = np.arange(self._n_steps + 1, self._n_steps + n + 1) if n > 1 else None
+    for probe, values in zip(self.runner.probes, outputs):
+        period = self._sample_period[probe]
+        if period is not None:
+            if steps is None:  # one step: kept or not
+                if (self._n_steps + 1) % period >= 1:
+                    continue
+            else:
+                keep = steps % period < 1
+                values = values if keep.all() else values[:, keep]
+        if not self._keep_history[probe]:  # only the latest sample
+            if values.shape[1]:
+                self._probe_data[probe] = [values[:, -1:]]
+            continue
+        self._probe_data[probe].append(values)
+    self._n_steps += n
+    self.data.reset()
 
-    def _check_data(self, data, n_steps):
-        "Validate `data` (input Node -> array); returns arrays of shape (mb, n_steps, d)."
-        if not data:
-            return {}
-        inputs = {n.node: n for n in self.runner.input_nodes}
-        checked = {}
-        for obj, values in data.items():
-            if obj not in inputs:
-                raise ValidationError(
-                    f"{obj} is not an input Node of this model (data can only be given for "
-                    "Nodes with no input, size_in=0)", attr="data", obj=self)
-            values = np.asarray(values)
-            expected = (self.minibatch_size, n_steps, obj.size_out)
-            if values.ndim == 2 and self.minibatch_size == 1:
-                values = values[None]
-            if values.shape != expected:
-                raise ValidationError(
-                    f"data for {obj} has shape {values.shape}, expected {expected} "
-                    "(minibatch_size, n_steps, node.size_out)", attr="data", obj=self)
-            checked[obj] = values
-        return checked
+@patch
+def _check_data(self: Simulator, data, n_steps):
+    "Validate `data` (input Node -> array); returns arrays of shape (mb, n_steps, d)."
+    if not data:
+        return {}
+    inputs = {n.node: n for n in self.runner.input_nodes}
+    checked = {}
+    for obj, values in data.items():
+        if obj not in inputs:
+            raise ValidationError(
+                f"{obj} is not an input Node of this model (data can only be given for "
+                "Nodes with no input, size_in=0)", attr="data", obj=self)
+        values = np.asarray(values)
+        expected = (self.minibatch_size, n_steps, obj.size_out)
+        if values.ndim == 2 and self.minibatch_size == 1:
+            values = values[None]
+        if values.shape != expected:
+            raise ValidationError(
+                f"data for {obj} has shape {values.shape}, expected {expected} "
+                "(minibatch_size, n_steps, node.size_out)", attr="data", obj=self)
+        checked[obj] = values
+    return checked
+
+# %% ../nbs/30_simulator.ipynb #6e51f01c
+@patch
+def __getstate__(self: Simulator):
+    runner = self.runner
+    return {
+        "model": self.model, "dt": self.dt, "seed": self.seed, "device": self.device,
+        "unroll_simulation": self.unroll,
+        "minibatch_size": self.minibatch_size if self.data.minibatched else None,
+        "dtype": runner.dtype.name,
+        "tensorboard": self.tensorboard, "progress_bar": self.progress_bar,
+        "optimize": self.optimize, "closed": self.closed, "n_steps": self._n_steps,
+        "state": {k: v.numpy() for k, v in runner.state_vars.items()},
+        "params": {k: v.numpy() for k, v in runner.param_vars.items()},
+        "probe_data": self._probe_data, "training_step": self._training_step,
+        "params_changed": self._params_changed,
+    }
+
+@patch
+def __setstate__(self: Simulator, state):
+    with warnings.catch_warnings():  # the precision travels as the deprecated argument
+        warnings.simplefilter("ignore", DeprecationWarning)
+        self.__init__(None, dt=state["dt"], seed=state["seed"], model=state["model"],
+                      dtype=state.get("dtype"), device=state["device"],
+                      unroll_simulation=state["unroll_simulation"],
+                      minibatch_size=state["minibatch_size"],
+                      tensorboard=state["tensorboard"], progress_bar=state["progress_bar"],
+                      optimize=state["optimize"])
+    runner = self.runner
+    for source, variables in ((state["state"], runner.state_vars), (state["params"], runner.param_vars)):
+        for key, value in source.items():
+            variables[key].assign(value)
+    self._probe_data = {p: list(state["probe_data"].get(p, [])) for p in self._probe_data}
+    self._n_steps = state["n_steps"]
+    self._training_step = state.get("training_step", 0)
+    self._params_changed = state.get("params_changed", False)
+    for node in runner.input_nodes:  # replay input processes so their streams continue
+        node.values(0, self._n_steps)
+    self.data.reset()
+    if state["closed"]:
+        self.close()
 
 # %% ../nbs/30_simulator.ipynb #9ef48617
 import inspect
 import os
 import time
-
-
-def _patch(fn):
-    "Add `fn` to `Simulator` as a method (so this notebook can explain the class in parts)."
-    setattr(Simulator, fn.__name__, fn)
-    return fn
 
 
 def _n_args(fn, have_targets):
@@ -498,8 +503,8 @@ def _n_args(fn, have_targets):
     return 2 if optional and have_targets else 1
 
 
-@_patch
-def _batch_data(self, data):
+@patch
+def _batch_data(self: Simulator, data):
     """Validate `data` (dict of input Node / Probe -> array, or an int number of steps);
     returns `(n_steps, batch_size, inputs, targets)`."""
     mb = self.minibatch_size
@@ -538,8 +543,8 @@ def _batch_data(self, data):
     return n_steps, batch_size, inputs, targets
 
 
-@_patch
-def _objective(self, objective, targets, none="output"):
+@patch
+def _objective(self: Simulator, objective, targets, none="output"):
     """Normalise an objective / outputs dict to a tuple of `(probes, fn, n_args, is_tuple)`
     (the default: mean squared error on every probe with targets). A None function means
     the probe's raw output (`none="output"`, run_batch), that the targets are the output
@@ -595,8 +600,8 @@ def _named_objective(name, sim):
     return named[name]
 
 
-@_patch
-def _batches(self, batch_size, shuffle, rng):
+@patch
+def _batches(self: Simulator, batch_size, shuffle, rng):
     "Index arrays of the minibatches of one epoch."
     order = rng.permutation(batch_size) if shuffle else np.arange(batch_size)
     mb = self.minibatch_size
@@ -623,8 +628,8 @@ def _no_extra(obj, **extras):
                 attr=name, obj=obj)
 
 # %% ../nbs/30_simulator.ipynb #a6f5cad9
-@_patch
-def run_batch(self, data, outputs, extra_feeds=None, extra_fetches=None, n_epochs=1,
+@patch
+def run_batch(self: Simulator, data, outputs, extra_feeds=None, extra_fetches=None, n_epochs=1,
               truncation=None, shuffle=False, profile=False, training=False, callback=None,
               combine=np.stack, isolate_state=True):
     """Run the simulation on batches of `data`, applying `outputs` (dict of Probe or tuple of
@@ -683,8 +688,8 @@ def run_batch(self, data, outputs, extra_feeds=None, extra_fetches=None, n_epoch
     return combined
 
 
-@_patch
-def _run_block(self, n, start, inputs, training, isolated):
+@patch
+def _run_block(self: Simulator, n, start, inputs, training, isolated):
     "Simulate one block; probe outputs `(mb, n, ...)` per probe (subsampled as the probe asks)."
     outputs = self.runner.run_steps(n, start if isolated else self._n_steps, inputs,
                                     training=training, isolated=isolated)
@@ -697,8 +702,8 @@ def _run_block(self, n, start, inputs, training, isolated):
     return outputs
 
 # %% ../nbs/30_simulator.ipynb #c51b9c56
-@_patch
-def loss(self, data, objective=None, combine=np.mean, extra_feeds=None, progress_bar=None,
+@patch
+def loss(self: Simulator, data, objective=None, combine=np.mean, extra_feeds=None, progress_bar=None,
          training=False):
     """The value of `objective` (default: mse on every probe with targets) over `data`,
     combined across minibatches with `combine` and summed over objectives."""
@@ -710,8 +715,8 @@ def loss(self, data, objective=None, combine=np.mean, extra_feeds=None, progress
     return float(sum(np.sum(v) for v in values.values()))
 
 # %% ../nbs/30_simulator.ipynb #df529d09
-@_patch
-def train(self, data, optimizer, n_epochs=1, objective=None, shuffle=True, truncation=None,
+@patch
+def train(self: Simulator, data, optimizer, n_epochs=1, objective=None, shuffle=True, truncation=None,
           summaries=None, profile=False, extra_feeds=None, progress_bar=None):
     """Optimize the trainable parameters to minimize `objective` over `data` with `optimizer`
     (a Keras optimizer) for `n_epochs` passes; see the notes above. `progress_bar` defaults
@@ -789,8 +794,8 @@ def train(self, data, optimizer, n_epochs=1, objective=None, shuffle=True, trunc
     return {"loss": losses}
 
 
-@_patch
-def _write_summaries(self, summaries, epoch):
+@patch
+def _write_summaries(self: Simulator, summaries, epoch):
     "Histograms of the parameters of the objects in `summaries`."
     with self._summary_writer.as_default():
         for obj in summaries:
@@ -805,8 +810,8 @@ def _write_summaries(self, summaries, epoch):
         self._summary_writer.flush()
 
 # %% ../nbs/30_simulator.ipynb #86d704f5
-@_patch
-def _live_params(self, obj):
+@patch
+def _live_params(self: Simulator, obj):
     "Current trainable values of `obj`: {'encoders'/'bias'/'weights': array}."
     sig = self.model.sig
     if isinstance(obj, nengo.Ensemble):
@@ -827,8 +832,8 @@ def _param_file(path):
     return path if path.endswith(".npz") else path + ".npz"
 
 
-@_patch
-def _param_arrays(self, include_global, include_local):
+@patch
+def _param_arrays(self: Simulator, include_global, include_local):
     runner = self.runner
     arrays = {}
     if include_global:
@@ -840,8 +845,8 @@ def _param_arrays(self, include_global, include_local):
     return arrays
 
 
-@_patch
-def save_params(self, path, include_global=True, include_local=False):
+@patch
+def save_params(self: Simulator, path, include_global=True, include_local=False):
     """Save the trainable parameters (`include_global`) and/or the simulation state
     (`include_local`) to `path` (`.npz` is added if missing)."""
     self._check_open("save parameters of")
@@ -849,8 +854,8 @@ def save_params(self, path, include_global=True, include_local=False):
                                    self._param_arrays(include_global, include_local).items()})
 
 
-@_patch
-def load_params(self, path, include_global=True, include_local=False):
+@patch
+def load_params(self: Simulator, path, include_global=True, include_local=False):
     """Load values saved by `save_params` (from a simulator of the same model). Nothing changes
     unless every value is present and of the right shape."""
     self._check_open("load parameters into")
@@ -885,8 +890,8 @@ def _expand(objs):
     return out
 
 
-@_patch
-def get_nengo_params(self, nengo_objs, as_dict=False):
+@patch
+def get_nengo_params(self: Simulator, nengo_objs, as_dict=False):
     """Keyword arguments that make new Ensembles/Connections with this simulator's current
     parameters for `nengo_objs` (one dict for one object, else a list, or a dict by label)."""
     single = not isinstance(nengo_objs, (list, tuple))
@@ -919,8 +924,8 @@ def get_nengo_params(self, nengo_objs, as_dict=False):
     return params[0] if single else params
 
 
-@_patch
-def _connection_params(self, conn):
+@patch
+def _connection_params(self: Simulator, conn):
     weights = self._live_params(conn)["weights"]
     if not isinstance(conn.transform, (nengo.transforms.Dense, nengo.transforms.NoTransform)):
         raise ValidationError(f"{conn}: only Dense transforms can be exported "
@@ -939,8 +944,8 @@ def _connection_params(self, conn):
     return params
 
 
-@_patch
-def freeze_params(self, objs):
+@patch
+def freeze_params(self: Simulator, objs):
     """Write the current parameters of `objs` (Ensembles, Connections, or Networks: all their
     ensembles and connections) into those Nengo objects, so any simulator reproduces them."""
     self._check_open("freeze parameters of")
@@ -957,8 +962,8 @@ def freeze_params(self, objs):
             setattr(obj, name, value)
 
 # %% ../nbs/30_simulator.ipynb #2909ea49
-@_patch
-def check_gradients(self, outputs=None, atol=1e-5, rtol=1e-3, n_steps=5, max_elements=64):
+@patch
+def check_gradients(self: Simulator, outputs=None, atol=1e-5, rtol=1e-3, n_steps=5, max_elements=64):
     """Check analytic against numerical gradients.
 
     Raises a `SimulationError` where they differ, for the trainable parameters and the
