@@ -177,3 +177,49 @@ def test_pickle_round_trip(net):
         # the white noise process keeps its stream: the continuation is identical
         np.testing.assert_allclose(copy.data[p], sim.data[net.p], atol=1e-6)
     assert pickle.loads(pickle.dumps(copy)).closed
+
+
+def test_two_simulators_in_two_threads_get_their_own_node_errors():
+    """Each runner keeps the errors of the Python functions it runs: stepping two simulators
+    from two threads, every caller gets its own Node's exception, never the other's."""
+    import threading
+
+    class ErrorA(Exception):
+        pass
+
+    class ErrorB(Exception):
+        pass
+
+    def failing_net(error):
+        def fail(t, x):
+            raise error(f"{error.__name__} at {t}")
+        with nengo.Network(seed=0) as net:
+            stim = nengo.Node(np.sin)
+            node = nengo.Node(fail, size_in=1, size_out=1)
+            nengo.Connection(stim, node, synapse=None)
+            nengo.Probe(node)
+        return net
+
+    sims = {error: nengo_dl_nb.Simulator(failing_net(error), progress_bar=False)
+            for error in (ErrorA, ErrorB)}
+    caught = {ErrorA: [], ErrorB: []}
+    start = threading.Barrier(2)
+
+    def stepper(error):
+        start.wait()
+        for _ in range(40):
+            try:
+                sims[error].step() if _ % 2 else sims[error].run_steps(3, progress_bar=False)
+            except Exception as e:  # noqa: BLE001 (every exception is checked below)
+                caught[error].append(e)
+
+    threads = [threading.Thread(target=stepper, args=(e,)) for e in (ErrorA, ErrorB)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for sim in sims.values():
+        sim.close()
+    for error, errors in caught.items():
+        assert len(errors) == 40
+        assert all(type(e) is error for e in errors), {type(e).__name__ for e in errors}
