@@ -149,16 +149,37 @@ def apply_session_config(config):
 class Simulator:
     """Simulate a Nengo network with TensorFlow.
 
-    `network`, `dt`, `seed`, `model` and `progress_bar` are as in `nengo.Simulator`;
-    `device` pins the simulation to a TensorFlow device (`"/cpu:0"`, `"/gpu:0"`);
-    `unroll_simulation` builds that many timesteps per loop iteration;
-    `minibatch_size` simulates that many independent inputs at once;
-    `tensorboard` is a directory where the simulation graph is written for TensorBoard;
-    `strategy` (a `tf.distribute.Strategy`) splits each minibatch across its replicas
-    (see `nengo_dl_nb.distribute`);
-    `optimize` is accepted for compatibility with `nengo.Simulator` (our planner always merges).
-    A Simulator pickles: the copy carries the model, the simulation state, the probe data and
-    the settings, and continues where the original was."""
+    Parameters
+    ----------
+    network : nengo.Network or None
+        The network to build and simulate (None: give a built `model`).
+    dt : float
+        The timestep, in seconds.
+    seed : int, optional
+        The seed of every random stream (default: the network's seed + 1, as
+        `nengo.Simulator`, or a random one).
+    model : nengo.builder.Model, optional
+        A model to build into (or an already built one, with `network=None`).
+    dtype : tf.DType, optional
+        Deprecated: use `configure_settings(dtype=...)`.
+    device : str, optional
+        Pin the simulation to a TensorFlow device (`"/cpu:0"`, `"/gpu:0"`).
+    unroll_simulation : int
+        Timesteps built into each iteration of the simulation loop.
+    minibatch_size : int, optional
+        Simulate this many independent inputs at once (probe data then has the minibatch
+        axis first); None simulates one, with `nengo.Simulator`'s data shapes.
+    tensorboard : str, optional
+        A directory where the simulation graph and training summaries are written.
+    progress_bar : bool
+        Show build and run progress.
+    optimize : bool
+        Accepted for compatibility with `nengo.Simulator` (the planner always merges).
+    strategy : tf.distribute.Strategy, optional
+        Split each minibatch across the strategy's replicas (see `nengo_dl_nb.distribute`).
+
+    A Simulator pickles: the copy carries the model, the simulation state, the probe data
+    and the settings, and continues where the original was."""
 
     def __init__(self, network, dt=0.001, seed=None, model=None, dtype=None, device=None,
                  unroll_simulation=1, minibatch_size=None, tensorboard=None,
@@ -276,8 +297,14 @@ class Simulator:
             raise SimulatorClosed(f"Cannot {action} closed Simulator.")
 
     def reset(self, seed=None):
-        """Back to the initial state, trained parameters included (use `soft_reset` to keep
-        them); a new `seed` changes the random streams, not the built model."""
+        """Back to the initial state, with the built parameters (what training changed is undone;
+        use `soft_reset` to keep it).
+
+        Parameters
+        ----------
+        seed : int, optional
+            A new seed for the random streams (it becomes the simulator's seed).
+        """
         self._check_open("reset")
         if seed is not None:
             self.seed = seed
@@ -289,7 +316,15 @@ class Simulator:
         self.clear_probes()
 
     def soft_reset(self, include_trainable=False, include_probes=False):
-        "Reset the simulation state (and optionally parameters and probe data), keeping the graph."
+        """Back to the initial simulation state, keeping the graph.
+
+        Parameters
+        ----------
+        include_trainable : bool
+            Also undo what training (or `load_params`) changed.
+        include_probes : bool
+            Also forget the probe data.
+        """
         self._check_open("reset")
         self.runner.reset_state()
         if include_trainable:
@@ -322,7 +357,15 @@ class Simulator:
 # %% ../nbs/30_simulator.ipynb #5e4f8eaf
 @patch
 def run(self: Simulator, time_in_seconds, **kwargs):
-    "Simulate for `time_in_seconds` (rounded to whole steps); keyword arguments as `run_steps`."
+    """Simulate for `time_in_seconds` (rounded to whole steps).
+
+    Parameters
+    ----------
+    time_in_seconds : float
+        Simulated time to run for.
+    **kwargs
+        As `run_steps` (`data`, `progress_bar`, ...).
+    """
     if time_in_seconds < 0:
         raise ValidationError(f"Must be positive (got {time_in_seconds:g})",
                               attr="time_in_seconds")
@@ -335,7 +378,13 @@ def run(self: Simulator, time_in_seconds, **kwargs):
 
 @patch
 def step(self: Simulator, **kwargs):
-    "Advance one step (no progress bar); keyword arguments as `run_steps`."
+    """Simulate one timestep (no progress bar).
+
+    Parameters
+    ----------
+    **kwargs
+        As `run_steps`.
+    """
     if kwargs.keys() - {"progress_bar"} or self._summary_writer is not None:
         kwargs.setdefault("progress_bar", False)
         self.run_steps(1, **kwargs)
@@ -346,8 +395,24 @@ def step(self: Simulator, **kwargs):
 @patch
 def run_steps(self: Simulator, n_steps, data=None, input_feeds=None, profile=False,
               progress_bar=None, extra_feeds=None):
-    """Simulate `n_steps` steps. `data` maps input Nodes to arrays of shape
-    `(minibatch_size, n_steps, node.size_out)` that replace the nodes' outputs."""
+    """Simulate `n_steps` timesteps.
+
+    Parameters
+    ----------
+    n_steps : int
+        The number of steps to simulate.
+    data : dict of {Node: ndarray}, optional
+        Values that replace the outputs of input Nodes (Nodes with no input), arrays of shape
+        `(minibatch_size, n_steps, node.size_out)`.
+    input_feeds : dict, optional
+        Deprecated: use `data`.
+    profile : bool or str
+        Record a TensorFlow profile of the run (in the given directory).
+    progress_bar : bool, optional
+        Show progress (default: the simulator's setting).
+    extra_feeds : None
+        Has no meaning without a TensorFlow session: a `ValidationError` if given.
+    """
     self._check_open("run")
     if int(n_steps) != n_steps or n_steps < 0:
         raise ValidationError(f"Must be a non-negative integer (got {n_steps})",
@@ -632,9 +697,42 @@ def _no_extra(obj, **extras):
 def run_batch(self: Simulator, data, outputs, extra_feeds=None, extra_fetches=None, n_epochs=1,
               truncation=None, shuffle=False, profile=False, training=False, callback=None,
               combine=np.stack, isolate_state=True):
-    """Run the simulation on batches of `data`, applying `outputs` (dict of Probe or tuple of
-    Probes -> function of output (and target), or None for the raw output) to each minibatch
-    (and truncation block); returns `{key: combine(values)}`."""
+    """Run the simulation on batches of `data` and apply functions to the probe outputs.
+
+    Parameters
+    ----------
+    data : dict of {Node or Probe: ndarray} or int
+        Inputs of input Nodes and targets of Probes, arrays of shape
+        `(batch_size, n_steps, size)` with `batch_size` a multiple of `minibatch_size`; or a
+        number of steps to run with no data.
+    outputs : dict of {Probe or tuple of Probe: callable or None}
+        A function of the probe's output (and, if it takes two arguments, of its targets) on
+        one minibatch; None for the output itself.
+    extra_feeds, extra_fetches : None
+        Have no meaning without a TensorFlow session: a `ValidationError` if given.
+    n_epochs : int
+        Passes over `data`.
+    truncation : int, optional
+        Run this many steps at a time, each block continuing the last one's state.
+    shuffle : bool
+        Shuffle the items into minibatches each epoch.
+    profile : bool or str
+        Record a TensorFlow profile.
+    training : bool
+        Run in training mode (spiking neurons as their rate approximations).
+    callback : callable, optional
+        Called after every minibatch with the minibatch's values and `extra_feeds`.
+    combine : callable
+        How the values of the minibatches (and blocks) are put together.
+    isolate_state : bool
+        Start each minibatch from the initial state and leave the simulator's own state as it
+        was; with False, continue from (and leave behind) the simulator's state.
+
+    Returns
+    -------
+    dict
+        `{key of outputs: combine(values)}`.
+    """
     self._check_open("run")
     _no_extra(self, extra_feeds=extra_feeds, extra_fetches=extra_fetches)
     n_steps, batch_size, inputs, targets = self._batch_data(data)
@@ -705,8 +803,28 @@ def _run_block(self: Simulator, n, start, inputs, training, isolated):
 @patch
 def loss(self: Simulator, data, objective=None, combine=np.mean, extra_feeds=None, progress_bar=None,
          training=False):
-    """The value of `objective` (default: mse on every probe with targets) over `data`,
-    combined across minibatches with `combine` and summed over objectives."""
+    """The value of an objective over `data`.
+
+    Parameters
+    ----------
+    data : dict of {Node or Probe: ndarray} or int
+        As `run_batch`.
+    objective : dict of {Probe or tuple of Probe: callable}, optional
+        Functions of the probes' outputs (and targets); the default is `objectives.mse` on
+        every probe with targets.
+    combine : callable
+        How the minibatches' values are combined (then summed over objectives).
+    extra_feeds : None
+        A `ValidationError` if given.
+    progress_bar : bool, optional
+        Accepted for the reference's signature.
+    training : bool
+        Evaluate in training mode.
+
+    Returns
+    -------
+    float
+    """
     _no_extra(self, extra_feeds=extra_feeds)
     _, _, _, targets = self._batch_data(data)
     spec = self._objective(objective, targets, none="error")
@@ -718,9 +836,37 @@ def loss(self: Simulator, data, objective=None, combine=np.mean, extra_feeds=Non
 @patch
 def train(self: Simulator, data, optimizer, n_epochs=1, objective=None, shuffle=True, truncation=None,
           summaries=None, profile=False, extra_feeds=None, progress_bar=None):
-    """Optimize the trainable parameters to minimize `objective` over `data` with `optimizer`
-    (a Keras optimizer) for `n_epochs` passes; see the notes above. `progress_bar` defaults
-    to the simulator's own setting."""
+    """Optimize the trainable parameters to minimize `objective` over `data`.
+
+    Parameters
+    ----------
+    data : dict of {Node or Probe: ndarray} or int
+        Inputs and targets, as `run_batch`.
+    optimizer : Keras optimizer
+        For example `tf.keras.optimizers.Adam(1e-3)`.
+    n_epochs : int
+        Passes over `data`.
+    objective : dict of {Probe or tuple of Probe: callable or None}, optional
+        As `loss`; None for a probe means its targets are the gradient of the loss with
+        respect to its output.
+    shuffle : bool
+        Shuffle the items into minibatches each epoch.
+    truncation : int, optional
+        Truncated backpropagation: update after every block of this many steps.
+    summaries : list, optional
+        Objects whose parameters (and "loss") are written to the `tensorboard` directory.
+    profile : bool or str
+        Record a TensorFlow profile.
+    extra_feeds : None
+        A `ValidationError` if given.
+    progress_bar : bool, optional
+        Show progress (default: the simulator's setting).
+
+    Returns
+    -------
+    dict
+        `{"loss": [mean loss of each epoch]}`.
+    """
     progress_bar = self.progress_bar if progress_bar is None else progress_bar
     self._check_open("train")
     _no_extra(self, extra_feeds=extra_feeds)
@@ -847,8 +993,16 @@ def _param_arrays(self: Simulator, include_global, include_local):
 
 @patch
 def save_params(self: Simulator, path, include_global=True, include_local=False):
-    """Save the trainable parameters (`include_global`) and/or the simulation state
-    (`include_local`) to `path` (`.npz` is added if missing)."""
+    """Save parameters and/or simulation state to `path` (`.npz` is added if missing).
+
+    Parameters
+    ----------
+    path : str or path
+    include_global : bool
+        Save the trainable parameters (and TensorNode weights).
+    include_local : bool
+        Save the simulation state.
+    """
     self._check_open("save parameters of")
     np.savez(_param_file(path), **{name: var.numpy() for name, var in
                                    self._param_arrays(include_global, include_local).items()})
@@ -856,8 +1010,17 @@ def save_params(self: Simulator, path, include_global=True, include_local=False)
 
 @patch
 def load_params(self: Simulator, path, include_global=True, include_local=False):
-    """Load values saved by `save_params` (from a simulator of the same model). Nothing changes
-    unless every value is present and of the right shape."""
+    """Load what `save_params` saved (from a simulator of the same model); nothing changes
+    unless every value is present and of the right shape.
+
+    Parameters
+    ----------
+    path : str or path
+    include_global : bool
+        Load the trainable parameters (and TensorNode weights).
+    include_local : bool
+        Load the simulation state.
+    """
     self._check_open("load parameters into")
     file = _param_file(path)
     if not os.path.exists(file):
@@ -892,8 +1055,18 @@ def _expand(objs):
 
 @patch
 def get_nengo_params(self: Simulator, nengo_objs, as_dict=False):
-    """Keyword arguments that make new Ensembles/Connections with this simulator's current
-    parameters for `nengo_objs` (one dict for one object, else a list, or a dict by label)."""
+    """Keyword arguments that rebuild Nengo objects with this simulator's current parameters.
+
+    Parameters
+    ----------
+    nengo_objs : Ensemble or Connection, or a list of them
+    as_dict : bool
+        Return a dict keyed by the objects' (unique) labels.
+
+    Returns
+    -------
+    dict, list of dict, or dict of dict
+    """
     single = not isinstance(nengo_objs, (list, tuple))
     objs = [nengo_objs] if single else list(nengo_objs)
     params = []
@@ -946,8 +1119,14 @@ def _connection_params(self: Simulator, conn):
 
 @patch
 def freeze_params(self: Simulator, objs):
-    """Write the current parameters of `objs` (Ensembles, Connections, or Networks: all their
-    ensembles and connections) into those Nengo objects, so any simulator reproduces them."""
+    """Write the current parameters into the Nengo objects, so that any simulator (such as
+    `nengo.Simulator`) reproduces them.
+
+    Parameters
+    ----------
+    objs : Ensemble, Connection or Network, or a list of them
+        A Network stands for all its ensembles and connections.
+    """
     self._check_open("freeze parameters of")
     for obj in _expand(objs):
         if obj not in self.model.params:
