@@ -356,7 +356,7 @@ def _measure_subprocess(network, simulator, **kwargs):
             cmd += [f"--{k.replace('_', '-')}", str(v)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"measuring {simulator} on {network} failed:\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])

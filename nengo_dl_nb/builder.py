@@ -10,7 +10,6 @@ import warnings
 from collections import ChainMap
 from typing import NamedTuple
 
-import nengo
 import numpy as np
 from nengo.builder import Builder as NengoBaseBuilder
 from nengo.builder import Model

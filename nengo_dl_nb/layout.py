@@ -16,7 +16,6 @@ import tensorflow as tf
 from nengo.builder.operator import SimPyFunc
 from nengo.builder.probe import SimProbe
 from nengo.builder.processes import SimProcess
-from nengo.exceptions import BuildError
 
 from .config import get_setting
 from .graph_optimizer import order_signals, transitive_planner
@@ -405,8 +404,9 @@ def layout(model, settings):
                   frozen_nodes=frozen_tensor_nodes(model, nodes.values()))
 
 # %% ../nbs/21_layout.ipynb #8b7ce81b
-def signals_layout(signals, settings=Settings(), step_counter=None):
+def signals_layout(signals, settings=None, step_counter=None):
     "A layout of the base signals of `signals` alone, all in one minibatched base array."
+    settings = Settings() if settings is None else settings
     key = BaseKey(np_dtype(settings.dtype).name, True, False)
     views, parts, start = {}, [], 0
     for sig in signals:

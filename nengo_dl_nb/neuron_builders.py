@@ -292,7 +292,9 @@ def _soft_lif_rate(J, sigma, tau_rc, tau_ref, amplitude):
         inv_denom2 = tf.square(inv_denom)
         common = amplitude * tau_rc * inv_denom2 / (sigma * (1 + j_s))
         live = tf.math.is_finite(denom)  # elsewhere the rate is 0, flat in everything
-        masked = lambda g: tf.where(live, upstream * g, zeros)
+
+        def masked(g):
+            return tf.where(live, upstream * g, zeros)
         return (_unbroadcast(masked(common * ratio), tf.shape(J)),
                 _unbroadcast(masked(common * slope), tf.shape(sigma)),
                 _unbroadcast(masked(-amplitude * log_term * inv_denom2), tf.shape(tau_rc)),

@@ -10,7 +10,6 @@ import base64
 import io
 
 import numpy as np
-import nengo
 from nengo.base import ObjView
 from nengo.ensemble import Neurons
 from nengo.exceptions import ValidationError

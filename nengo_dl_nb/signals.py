@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
-from nengo.builder.signal import Signal
 from nengo.exceptions import BuildError
 
 # %% ../nbs/02_signals.ipynb #168f7b39

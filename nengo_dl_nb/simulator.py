@@ -6,6 +6,9 @@
 __all__ = ['SESSION_OPTIONS', 'SimulationData', 'SignalValues', 'apply_session_config', 'Simulator']
 
 # %% ../nbs/30_simulator.ipynb #0e1bf5fc
+import inspect
+import os
+import time
 import warnings
 from collections.abc import Mapping
 
@@ -25,7 +28,6 @@ from .config import get_setting
 from .progress import make_progress_bar, make_training_dashboard
 from .layout import layout, model_settings
 from .runner import Runner
-from .utils import np_dtype
 
 # %% ../nbs/30_simulator.ipynb #c51b3875
 class SimulationData(Mapping):
@@ -548,11 +550,6 @@ def __setstate__(self: Simulator, state):
         self.close()
 
 # %% ../nbs/30_simulator.ipynb #9ef48617
-import inspect
-import os
-import time
-
-
 def _n_args(fn, have_targets):
     """How many arguments to call `fn` with: 2 (output, target) when it requires two, 1 when
     it requires one, and for one required plus optional ones, 2 if there are targets."""

@@ -8,7 +8,6 @@ __all__ = ['flat_state', 'state_arrays', 'whole_arrays', 'StepContext', 'Step', 
 # %% ../nbs/22_step.ipynb #199a5ddf
 from typing import Mapping, NamedTuple
 
-import numpy as np
 import tensorflow as tf
 
 from .builder import Builder, BuildConfig

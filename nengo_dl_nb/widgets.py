@@ -11,7 +11,6 @@ import html
 import time
 import warnings
 
-import nengo
 import numpy as np
 from nengo.builder.probe import SimProbe
 

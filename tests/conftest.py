@@ -1,9 +1,7 @@
 import nengo_dl_nb  # first: it starts TensorFlow quietly
 
 import nengo
-import numpy as np
 import pytest
-import tensorflow as tf
 
 
 def run_both(net, steps, dtype=None, **kwargs):

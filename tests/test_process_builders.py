@@ -10,8 +10,7 @@ from nengo.processes import BrownNoise, FilteredNoise, WhiteNoise
 from nengo.synapses import Triangle
 
 import nengo_dl_nb
-from nengo_dl_nb.process_builders import (GenericProcessBuilder, LinearFilterBuilder,
-                                          NoiseBuilder, TriangleBuilder)
+from nengo_dl_nb.process_builders import (NoiseBuilder, TriangleBuilder)
 
 DT = 0.001
 

@@ -2,7 +2,6 @@
 the way programs written for them use them."""
 import subprocess
 import sys
-import warnings
 
 import nengo
 import numpy as np

@@ -182,7 +182,8 @@ def test_gradient_matches_central_difference():
     np.testing.assert_allclose(
         grads[0], numerical_gradient(lambda j: soft_lif_rate(j, **params), J, h), rtol=1e-6)
     for (name, value), grad in zip(params.items(), grads[1:]):
-        f = lambda v: tf.reduce_sum(soft_lif_rate(J, **{**params, name: v}))
+        def f(v, name=name):
+            return tf.reduce_sum(soft_lif_rate(J, **{**params, name: v}))
         np.testing.assert_allclose(grad, numerical_gradient(f, value, h * value), rtol=1e-6,
                                    err_msg=name)
 
@@ -200,7 +201,8 @@ def test_parameter_gradients_broadcast():
     for i in range(6):
         bump = np.zeros((1, 6))
         bump[0, i] = h
-        f = lambda s: tf.reduce_sum(soft_lif_rate(J, s, amplitude=0.5) ** 2)
+        def f(s):
+            return tf.reduce_sum(soft_lif_rate(J, s, amplitude=0.5) ** 2)
         num = (f(sigma + bump) - f(sigma - bump)) / (2 * h)
         np.testing.assert_allclose(d_sigma[0, i], num, rtol=1e-5)
 

@@ -13,9 +13,10 @@ import nengo_dl_nb
 from nengo_dl_nb import objectives
 
 
-def regression_net(neuron_type=nengo.LIFRate(), seed=0, dtype=tf.float32, function=lambda x: 0,
+def regression_net(neuron_type=None, seed=0, dtype=tf.float32, function=lambda x: 0,
                    **settings):
     "inp -> ens -> out (a Node), no synapses: one step maps x to a decoded f(x)."
+    neuron_type = nengo.LIFRate() if neuron_type is None else neuron_type
     with nengo.Network(seed=seed) as net:
         nengo_dl_nb.configure_settings(dtype=dtype, **settings)
         inp = nengo.Node([0.0])
@@ -174,7 +175,7 @@ def test_learning_rule_weights_are_not_trainable():
         nengo.Connection(inp, a)
         conn = nengo.Connection(a, b, learning_rule_type=nengo.PES())
         nengo.Connection(b, conn.learning_rule)
-        p = nengo.Probe(b)
+        nengo.Probe(b)
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         keys = sim.layout.keys
         weights, encoders = sim.model.sig[conn]["weights"].base, sim.model.sig[a]["encoders"].base
@@ -265,8 +266,8 @@ def test_check_gradients_every_differentiable_builder(dtype, settings, tolerance
         conv = nengo.Convolution(2, (3, 2), kernel_size=(2,), strides=(1,))
         post = nengo.Ensemble(conv.output_shape.size, 1, neuron_type=nengo.RectifiedLinear())
         nengo.Connection(ens[2].neurons, post.neurons, transform=conv)
-        p1 = nengo.Probe(out, synapse=0.01)
-        p2 = nengo.Probe(post.neurons)
+        nengo.Probe(out, synapse=0.01)
+        nengo.Probe(post.neurons)
     with nengo_dl_nb.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
         sim.check_gradients(n_steps=4, max_elements=40, **tolerances)
 
@@ -279,7 +280,7 @@ def test_check_gradients_float32_smooth_network():
         b = nengo.Ensemble(10, 1, neuron_type=nengo.Sigmoid())
         nengo.Connection(inp, a)
         nengo.Connection(a, b, synapse=0.005)
-        p = nengo.Probe(b, synapse=0.01)
+        nengo.Probe(b, synapse=0.01)
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         sim.check_gradients(atol=1e-3, rtol=1e-2)
 
