@@ -249,18 +249,18 @@ class TimeUpdateBuilder(OpBuilder):
 def check_output(fn, y, size):
     "Nengo's checks on a Python function's return value; returns it as a flat array."
     if y is None:
-        raise SimulationError(f"Function '{function_name(fn, sanitize=False)}' returned non-finite value")
+        raise SimulationError(f"Function '{function_name(fn)}' returned non-finite value")
     try:
         y = np.asarray(y, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise SimulationError(f"Function '{function_name(fn, sanitize=False)}' returned a value "
+        raise SimulationError(f"Function '{function_name(fn)}' returned a value "
                               f"{y!r} of invalid type {type(y)!r}") from e
     if not np.all(np.isfinite(y)):
-        raise SimulationError(f"Function '{function_name(fn, sanitize=False)}' returned non-finite value")
+        raise SimulationError(f"Function '{function_name(fn)}' returned non-finite value")
     try:
         return np.broadcast_to(y.reshape(-1) if y.size == size else y, (size,))
     except ValueError as e:
-        raise SimulationError(f"Function '{function_name(fn, sanitize=False)}' returned a value of "
+        raise SimulationError(f"Function '{function_name(fn)}' returned a value of "
                               f"shape {y.shape}, expected {size} elements") from e
 
 # %% ../nbs/04_op_builders.ipynb #a9ef7bb0
@@ -307,7 +307,7 @@ class SimPyFuncBuilder(OpBuilder):
         return [outs[-1]]
 
     def not_differentiable(self):
-        names = ", ".join(sorted({function_name(op.fn, sanitize=False) for op in self.ops}))
+        names = ", ".join(sorted({function_name(op.fn) for op in self.ops}))
         return (f"it calls the Python function(s) {names}, which TensorFlow cannot "
                 "differentiate")
 
