@@ -29,15 +29,23 @@ from .utils import np_dtype
 
 # %% ../nbs/23_runner.ipynb #8ceb5071
 class InputNode:
-    "Computes the outputs of an input node (`spec`, an `InputSpec`) for steps `start+1 .. start+n`."
+    """Computes the outputs of an input node (`spec`, an `InputSpec`) for steps `start+1 .. start+n`.
+
+    Each step's value is drawn from the node (its function called, its process stepped)
+    once: values drawn for steps that were never committed (a run that failed or was
+    interrupted) are kept and given again when those steps are asked for again, so a
+    failed run leaves the node's stream as if it had not happened."""
 
     def __init__(self, spec, dt):
         self.node, self.signal, self.output, self.dt = spec.node, spec.signal, spec.output, dt
         self.size = self.node.size_out
         self.process_step = None
+        self.drawn = isinstance(self.output, nengo.Process) or callable(self.output)
+        self.ahead_start, self.ahead = 0, []  # values drawn for steps ahead_start+1, ...
 
     def reset(self, rng):
         "Restart (a process's state and random stream) from `rng`."
+        self.ahead_start, self.ahead = 0, []
         output = self.output
         if isinstance(output, nengo.Process):
             process_rng = output.get_rng(rng)
@@ -50,7 +58,7 @@ class InputNode:
         replayed), leaving this node's own stream where it is."""
         output = self.output
         if not isinstance(output, nengo.Process):
-            return self.values(start, n)
+            return self.draw(start, n)
         process_rng = np.random.RandomState()
         process_rng.set_state(self.initial_rng_state)
         state = output.make_state((0,), (self.size,), self.dt)
@@ -59,13 +67,12 @@ class InputNode:
         values = np.array([np.reshape(step(t), self.size) for t in times]).reshape(-1, self.size)
         return values[start:]
 
-    def value(self, start):
-        """The node's output at step `start + 1`: what `values(start, 1)[0]` gives, with
-        less work (a scalar where a function returns one finite number)."""
+    def draw_one(self, start):
+        "The node's output at step `start + 1`, drawn now (a float where that is what it is)."
         output = self.output
         t = (start + 1) * self.dt
         if isinstance(output, nengo.Process):
-            return np.reshape(self.process_step(t), self.size)
+            return np.array(np.reshape(self.process_step(t), self.size))  # it may reuse its buffer
         if callable(output):
             y = output(t)
             if self.size == 1 and isinstance(y, (float, np.floating)) and math.isfinite(y):
@@ -73,20 +80,42 @@ class InputNode:
             return check_output(output, y, self.size)
         return np.reshape(output, self.size)
 
+    def draw(self, start, n):
+        "Array `(n, size_out)`: the node's output at steps `start+1 .. start+n`, drawn now."
+        output = self.output
+        if not self.drawn:  # a constant
+            return np.broadcast_to(np.reshape(output, (1, self.size)), (n, self.size))
+        values = np.zeros((n, self.size))
+        for i in range(n):
+            values[i] = self.draw_one(start + i)
+        return values
+
+    def _known(self, start):
+        "Forget values of steps up to `start` (committed); the values kept for later steps."
+        skip = start - self.ahead_start
+        if skip < 0 or skip > len(self.ahead):  # another stretch of steps: nothing kept fits
+            self.ahead = []
+        else:
+            del self.ahead[:skip]
+        self.ahead_start = start
+        return self.ahead
+
+    def value(self, start):
+        """The node's output at step `start + 1`: what `values(start, 1)[0]` gives, with
+        less work (a scalar where a function returns one finite number)."""
+        known = self._known(start)
+        if not known:
+            known.append(self.draw_one(start))
+        return known[0]
+
     def values(self, start, n):
         "Array `(n, size_out)`: the node's output at each of the next `n` steps."
-        output = self.output
-        times = (np.arange(start + 1, start + n + 1)) * self.dt
-        values = np.zeros((n, self.size))
-        if isinstance(output, nengo.Process):  # step functions may return their own buffer
-            for i, t in enumerate(times):
-                values[i] = np.reshape(self.process_step(t), self.size)
-            return values
-        if callable(output):
-            for i, t in enumerate(times.tolist()):
-                values[i] = check_output(output, output(t), self.size)
-            return values
-        return np.broadcast_to(np.reshape(output, (1, self.size)), (n, self.size))
+        if not self.drawn:
+            return self.draw(start, n)
+        known = self._known(start)
+        if len(known) < n:
+            known.extend(self.draw(start + len(known), n - len(known)))
+        return np.array([np.reshape(v, self.size) for v in known[:n]], dtype=np.float64)
 
 
 def node_values(nodes, n_steps, start_step, minibatch_size, dtype, data=None, isolated=False):
@@ -173,11 +202,16 @@ class DirectCall:
         "Whether calls go straight to the executor (else through the public API)."
         return self._direct is not None
 
-    def tensor(self, array, dtype):
-        "An eager tensor holding `array` (a NumPy array of `dtype`'s type)."
+    def tensor(self, value, dtype):
+        """An eager tensor holding `value` (a number or a NumPy array of `dtype`'s type). A
+        Python number is made a NumPy scalar first: TensorFlow keeps every tensor it ever
+        made from a distinct Python number (some 0.8 KB each), so a GUI stepping for hours
+        would grow without bound; from NumPy values it keeps nothing."""
+        if isinstance(value, (int, float)):
+            value = dtype.as_numpy_dtype(value)
         if self._direct is None:
-            return tf.constant(array, dtype)
-        return self._tensor(array, self._direct[1].device_name, dtype.as_datatype_enum)
+            return tf.constant(value, dtype)
+        return self._tensor(value, self._direct[1].device_name, dtype.as_datatype_enum)
 
     def bound_to(self, other):
         "This function, called with `other`'s captured inputs (`other` traced the same graph)."
