@@ -1,4 +1,4 @@
-"""Keras -> Nengo conversion (nbs/33_converter.ipynb).
+"""Keras -> Nengo conversion (nbs/21_converter.ipynb).
 
 The truths: the Keras model's own outputs on random inputs (through `verify()` and directly),
 and nengo.Simulator running the converted network."""

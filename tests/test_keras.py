@@ -1,4 +1,4 @@
-"""Keras-style methods on Simulator (nbs/32_keras.ipynb): compile, fit, evaluate, predict.
+"""Keras-style methods on Simulator (nbs/20_keras.ipynb): compile, fit, evaluate, predict.
 
 The truths: the reference API (`train`, `loss`, `run_batch`) on the same data, values computed
 by hand from outputs, and Keras' own callbacks doing what they do with a Keras model."""
