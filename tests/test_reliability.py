@@ -10,7 +10,6 @@ import zipfile
 import nengo
 import numpy as np
 import pytest
-import tensorflow as tf
 from nengo.exceptions import SimulationError, ValidationError
 
 import nengo_dl_nb
