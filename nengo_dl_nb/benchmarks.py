@@ -535,24 +535,38 @@ def resident_mb():
     except (OSError, ValueError, IndexError):
         return float("nan")
 
-def history_memory(n_steps=100_000, every=10_000, dimensions=8, neurons_per_d=32, file=None):
+def history_memory(n_steps=100_000, every=10_000, dimensions=8, neurons_per_d=32, file=None,
+                   stepping=False, simulator="ours"):
     """Run the integrator with `keep_history=False` probes for `n_steps` steps, in runs of
-    `every`; print and return `[(steps so far, resident MB)]`."""
+    `every` (with `stepping`, one `sim.step()` call per step, as a GUI steps: each step's
+    input values are new); print and return `[(steps so far, resident MB)]`. `simulator`
+    is "ours" or "nengo"."""
     import nengo_dl_nb
     file = sys.stdout if file is None else file
     net = integrator(dimensions, neurons_per_d)
     with net:
         nengo_dl_nb.configure_settings(keep_history=False)
         probe = nengo.Probe(net.all_ensembles[0], synapse=0.01)
+    if simulator == "nengo":
+        make = lambda: nengo.Simulator(net, progress_bar=False, optimize=True)  # noqa: E731
+    else:
+        make = lambda: nengo_dl_nb.Simulator(net, progress_bar=False)  # noqa: E731
     rows = []
-    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+    with make() as sim:
         for done in range(every, n_steps + 1, every):
-            sim.run_steps(every)
+            if stepping:
+                for _ in range(every):
+                    sim.step()
+            else:
+                sim.run_steps(every)
+            if simulator == "nengo":  # it keeps every sample: drop them, as keep_history=False
+                sim.clear_probes()
             rows.append((done, resident_mb()))
-            print(f"{done:>9,} steps  {rows[-1][1]:8.1f} MB  probe data {sim.data[probe].shape}",
-                  file=file)
+            print(f"{simulator:>6} {done:>9,} {'single steps' if stepping else 'steps'}  "
+                  f"{rows[-1][1]:8.1f} MB  probe data {sim.data[probe].shape}", file=file)
     growth = rows[-1][1] - rows[0][1]
-    print(f"growth after the first run: {growth:+.1f} MB over {n_steps - every:,} steps", file=file)
+    print(f"{simulator:>6} growth after the first {every:,}: {growth:+.1f} MB over "
+          f"{n_steps - every:,} {'single steps' if stepping else 'steps'}", file=file)
     return rows
 
 # %% ../nbs/40_benchmarks.ipynb #a7281f60
@@ -650,6 +664,8 @@ def _parser():
     y = sub.add_parser("history", help="resident memory over a long run with keep_history=False")
     y.add_argument("--n-steps", "--n_steps", dest="n_steps", type=int, default=100_000)
     y.add_argument("--every", type=int, default=10_000)
+    y.add_argument("--step", action="store_true",
+                   help="one sim.step() call per step (as a GUI steps), both simulators")
     h = sub.add_parser("_measure")  # one simulator on one network, for compare (fresh process)
     h.add_argument("network", choices=sorted(NETWORKS))
     h.add_argument("simulator", choices=("nengo", "ours"))
@@ -715,7 +731,10 @@ def _run_command(args, state):
         result["floor"] = build_floor(args.repeats)
         return result
     if args.command == "history":
-        return history_memory(args.n_steps, args.every)
+        if not args.step:
+            return history_memory(args.n_steps, args.every)
+        return {name: history_memory(args.n_steps, args.every, stepping=True, simulator=name)
+                for name in ("nengo", "ours")}
     if args.command == "_measure":
         kw = {k: getattr(args, k) for k in ("dimensions", "neurons_per_d", "n_steps",
                                              "minibatch_size", "repeats")
