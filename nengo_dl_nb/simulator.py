@@ -46,8 +46,10 @@ def _is_count(x, minimum=0):
     return _is_real(x) and float(x).is_integer() and x >= minimum
 
 
-def _numeric_array(values, obj, sim):
-    "`values` as a float64 array, or a `ValidationError` naming `obj` (ragged, not numbers, NaN)."
+def _numeric_array(values, obj, sim, targets=False):
+    """`values` as a float64 array, or a `ValidationError` naming `obj` (ragged, not numbers,
+    NaN or inf). `targets` allows NaN: in a Probe's targets it marks elements without error
+    (see `objectives.mse`)."""
     try:
         array = np.asarray(values)
     except ValueError as e:  # NumPy refuses ragged nested lists
@@ -57,9 +59,9 @@ def _numeric_array(values, obj, sim):
         raise ValidationError(f"data for {obj} must be numbers (got an array of "
                               f"{array.dtype})", attr="data", obj=sim)
     array = array.astype(np.float64)
-    if not np.all(np.isfinite(array)):
-        raise ValidationError(f"data for {obj} contains non-finite values (NaN or inf)",
-                              attr="data", obj=sim)
+    if not np.all(np.isfinite(array) | (targets & np.isnan(array))):
+        raise ValidationError(f"data for {obj} contains non-finite values "
+                              f"({'inf' if targets else 'NaN or inf'})", attr="data", obj=sim)
     return array
 
 
@@ -646,7 +648,7 @@ def _batch_data(self: Simulator, data):
     input_nodes = {n.node for n in self.runner.input_nodes}
     inputs, targets, shapes = {}, {}, set()
     for obj, values in data.items():
-        values = _numeric_array(values, obj, self)
+        values = _numeric_array(values, obj, self, targets=isinstance(obj, nengo.Probe))
         if isinstance(obj, nengo.Probe) and obj in self.model.probes:
             size, kind = self.model.sig[obj]["in"].size, targets
         elif isinstance(obj, nengo.Node) and obj in input_nodes:

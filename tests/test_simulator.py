@@ -92,7 +92,7 @@ def test_bad_input_errors(net):
             sim.run_steps(5, data={net.stim: np.zeros((1, 5, 2))})
         with pytest.raises(ValidationError, match="not an input Node"):
             sim.run_steps(5, data={net.ens: np.zeros((1, 5, 1))})
-        with pytest.raises(ValidationError, match="non-negative integer"):
+        with pytest.raises(ValidationError, match="integer >= 0"):
             sim.run_steps(-1)
         with pytest.raises(ReadonlyError):
             sim.dt = 0.002
