@@ -113,11 +113,12 @@ class Builder:
             build_class = self.builder_for(ops[0])
             self.op_builds[ops] = build_class(ops, self.signals, self.config)
 
-    def build(self, signals):
-        """Emit one timestep: every group in plan order, reading and writing through
-        `signals` (this step's `SignalDict`). Returns side-effect tensors."""
+    def build(self, signals, plan=None):
+        """Emit one timestep: every group in plan order (or the groups of `plan`, a part of
+        it), reading and writing through `signals` (this step's `SignalDict`). Returns
+        side-effect tensors."""
         side_effects = []
-        for ops in self.plan:
+        for ops in self.plan if plan is None else plan:
             out = self.op_builds[ops].build_step(signals)
             if out is not None:
                 side_effects.extend(out if isinstance(out, (list, tuple)) else [out])

@@ -306,6 +306,23 @@ class SimPyFuncBuilder(OpBuilder):
             signals.scatter(sig, out)
         return [outs[-1]]
 
+    # run from Python between compiled parts of a step (nengo_dl_nb.step.Step.segments)
+    @property
+    def python_reads(self):
+        "What the functions read: the step counter (if they take `t`) and their inputs."
+        return ([self.step] if self.step is not None else []) + self.inputs
+
+    @property
+    def python_writes(self):
+        "What the functions write: their outputs (overwritten)."
+        return self.outputs
+
+    def python_step(self, *values):
+        "One step, from the values of `python_reads`: the values of `python_writes`."
+        if self.step is None:
+            values = (np.zeros(1, np.int64),) + values
+        return self._step(*values)[:-1]
+
     def not_differentiable(self):
         names = ", ".join(sorted({function_name(op.fn) for op in self.ops}))
         return (f"it calls the Python function(s) {names}, which TensorFlow cannot "
@@ -371,6 +388,18 @@ class GenericOpBuilder(OpBuilder):
             for out, sig in zip(outs, self.written):
                 out[b] = sd[sig]
         return outs + [np.int32(0)]
+
+    # run from Python between compiled parts of a step (nengo_dl_nb.step.Step.segments)
+    @property
+    def python_reads(self):
+        return [self.tsigs[i] for i in self.fed]
+
+    @property
+    def python_writes(self):
+        return self.written_tsigs
+
+    def python_step(self, *values):
+        return self._step(*values)[:-1]
 
     def build_step(self, signals):
         values = [signals.gather(self.tsigs[i]) for i in self.fed]

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['InputNode', 'node_values', 'simulation_loop', 'probe_history', 'canonical_function', 'DirectCall', 'shared_step',
-           'make_variables', 'function_variables', 'BaseRunner', 'Runner', 'objective_probes', 'objective_value',
-           'apply_gradients', 'trainable_masks', 'element_name']
+           'make_variables', 'function_variables', 'BaseRunner', 'Runner', 'probe_values', 'objective_probes',
+           'objective_value', 'apply_gradients', 'trainable_masks', 'element_name']
 
 # %% ../nbs/14_runner.ipynb #f0f17f25
 import contextlib
@@ -343,11 +343,10 @@ class BaseRunner:
         self.probes = list(layout.probes)
         self.uses_python = self.timestep.uses_python
         jit = settings.jit_compile
-        if jit and self.uses_python:
-            raise BuildError("jit_compile=True, but the model runs Python code in the simulation "
-                             "loop (Python Nodes with inputs or operators without a TensorFlow "
-                             "builder), which XLA cannot compile; leave jit_compile unset")
-        self.jit_compile = (not self.uses_python) if jit is None else bool(jit)
+        # whole steps with Python code in them (training) cannot be XLA-compiled; the
+        # compiled parts between the Python code (`segment_calls`) can
+        self.jit_compile = (jit is not False) and not self.uses_python
+        self.segment_jit = jit is not False
         self.function_vars, self.frozen_function_vars = function_variables(layout, self.timestep)
         self.function_var_initial = [v.numpy() for v in self.all_function_vars]
         self.function_vars_built = False  # until build_post has run the post_build methods
@@ -558,6 +557,8 @@ def input_values(self: Runner, n_steps, start_step, data=None, isolated=False):
 @patch
 def run_steps(self: Runner, n_steps, start_step, data=None, training=False, isolated=False):
     "Run `n_steps` steps (after `start_step`); returns the probe histories `(mb, n, ...)`."
+    if self.uses_python:
+        return self.call(self.run_segmented, n_steps, start_step, data, training, isolated)
     length = self.padded_length(n_steps)
     inputs = []
     for values in self.input_values(n_steps, start_step, data, isolated):
@@ -622,6 +623,11 @@ def step_call(self: Runner):
 def step(self: Runner, start_step):
     """Run the step after `start_step` through the single-step function, the input nodes
     computing their own values; returns each probe's value `(mb, 1, *shape)`."""
+    if self.uses_python:
+        feed = [np.broadcast_to(np.reshape(n.value(start_step), (1, n.size)),
+                                (self.minibatch_size, n.size)) for n in self.input_nodes]
+        blocks = self.call(self.segmented_step, feed)
+        return [v[:, None] for v in probe_values(self.layout, blocks)]
     call = self.step_call()
     args = []
     if self._scalar_inputs:
@@ -645,6 +651,101 @@ def step(self: Runner, start_step):
         values.append(blocks[b][:, offset:offset + size].reshape(
             (self.minibatch_size, 1) + tsig.shape))
     return values
+
+# %% ../nbs/14_runner.ipynb #7549feb5
+def probe_values(layout, blocks):
+    "Each probe's value `(minibatch, *shape)`, cut from the probe blocks' values `(minibatch, size)`."
+    return [blocks[b][:, offset:offset + size].reshape((layout.minibatch_size,) + tsig.shape)
+            for tsig, (b, offset, size) in zip(layout.probe_views, layout.probe_places)]
+
+
+@patch
+def segment_calls(self: Runner, training=False):
+    """The compiled parts of a step with Python code in it, as `DirectCall`s (traced on first
+    use): part 0 takes the input nodes' values `(minibatch, size)` and reads the state
+    variables, the others take the state and what the Python group before them wrote;
+    each returns the state and what the Python group after it reads, the part that ends
+    the compiled step the probe blocks too. The last item commits a state to the variables
+    (None when the last part stores it itself)."""
+    key = ("segments", training)
+    if key not in self._run_fns:
+        layout, step = self.layout, self.timestep
+        segments = step.segments
+        state_specs = [tf.TensorSpec((self.minibatch_size, int(hi - lo)), tf.as_dtype(k.dtype))
+                       for k in layout.state_keys
+                       for lo, hi in zip(layout.bounds(k)[:-1], layout.bounds(k)[1:])]
+        n_state = len(state_specs)
+
+        def part(i, *args):
+            state = self.read_state() if i == 0 else tuple(args[:n_state])
+            feed = args if i == 0 else args[n_state:]
+            context = StepContext(training, self.fixed_arrays())
+            state, reads, probes = step.run_segment(i, context, state, feed)
+            if i == len(segments) - 1 and segments[i].python is None:
+                self.write_state(state)  # the step ends here: store it
+                return tuple(probes)
+            return tuple(state) + tuple(reads) + tuple(probes)
+
+        calls = []
+        with self.device_scope():
+            for i in range(len(segments)):
+                views = step.input_views if i == 0 else segments[i - 1].python.python_writes
+                specs = ([] if i == 0 else state_specs) + [
+                    tf.TensorSpec(v.full_shape, v.dtype) for v in views]
+                fn = tf.function(lambda *args, i=i: part(i, *args),
+                                 jit_compile=self.segment_jit, autograph=False)
+                calls.append(DirectCall(fn, *specs))
+            commit = None
+            if segments[-1].python is not None:  # the step ends with Python: store after it
+                def store(*state):
+                    self.write_state(state)
+                    return tf.constant(0)
+                commit = DirectCall(tf.function(store, autograph=False), *state_specs)
+        self._run_fns[key] = (calls, commit, n_state)
+    return self._run_fns[key]
+
+
+@patch
+def segmented_step(self: Runner, feed, training=False):
+    """One step through the compiled parts and the Python groups between them; `feed` holds
+    the input nodes' values `(minibatch, size)`. Returns the probe blocks' values."""
+    calls, commit, n_state = self.segment_calls(training)
+    segments = self.timestep.segments
+    tensor = calls[0].tensor
+    outputs = calls[0](*[tensor(np.asarray(v, np_dtype(self.dtype)), self.dtype) for v in feed])
+    probes = []
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if last and segment.python is None:
+            probes = outputs
+            break
+        state = outputs[:n_state]
+        n_reads = len(segment.python.python_reads)
+        reads = outputs[n_state:n_state + n_reads]
+        if last:
+            probes = outputs[n_state + n_reads:]
+        writes = segment.python.python_step(*[r.numpy() for r in reads])
+        if last:
+            commit(*state)
+        else:
+            outputs = calls[i + 1](*state, *[
+                tensor(np.asarray(w, t.dtype.as_numpy_dtype), t.dtype)
+                for w, t in zip(writes, segment.python.python_writes)])
+    return [p.numpy() for p in probes]
+
+
+@patch
+def run_segmented(self: Runner, n_steps, start_step, data=None, training=False,
+                  isolated=False):
+    "`run_steps` for a step with Python code in it: step by step through `segmented_step`."
+    inputs = self.input_values(n_steps, start_step, data, isolated)
+    history = []
+    with self.device_scope():
+        for i in range(n_steps):
+            history.append(self.segmented_step([v[:, i] for v in inputs], training))
+    blocks = [np.stack([h[b] for h in history]) for b in range(len(self.layout.probe_blocks))]
+    return [np.moveaxis(probe_history(self.layout, blocks, i), 0, 1)
+            for i in range(len(self.probes))]
 
 # %% ../nbs/14_runner.ipynb #b30daa29
 def objective_probes(objective):

@@ -139,7 +139,15 @@ def test_history_memory_keeps_one_sample(capsys):
     assert [steps for steps, _ in rows] == [200, 400, 600]
     assert all(mb > 0 for _, mb in rows)  # resident memory read (Linux)
     out = capsys.readouterr().out
-    assert out.count("probe data (1, 1)") == 3 and "growth after the first run" in out
+    assert out.count("probe data (1, 1)") == 3 and "growth after the first 200" in out
+
+
+def test_history_memory_of_single_steps_in_both_simulators(capsys):
+    rows = benchmarks.main(["history", "--step", "--n-steps", "300", "--every", "100"])[0]
+    assert set(rows) == {"nengo", "ours"}
+    assert all([steps for steps, _ in r] == [100, 200, 300] for r in rows.values())
+    out = capsys.readouterr().out
+    assert out.count("single steps") >= 8 and "nengo growth" in out and "ours growth" in out
 
 
 def test_lif_update_matches_nengo_lif_step():
