@@ -24,7 +24,7 @@ from fastcore.basics import patch
 from nengo.builder.operator import SimPyFunc
 from nengo.exceptions import BuildError, SimulationError
 
-from . import XLA_CACHE_DIR, cache_load_messages, filtered_stderr
+from . import XLA_CACHE_DIR, cache_load_messages, filtered_stderr, remove_entries_naming
 from .op_builders import GenericOpBuilder, SimPyFuncBuilder, check_output
 from .step import Step, StepContext, flat_state, inner_builder, whole_arrays
 from .utils import np_dtype
@@ -176,10 +176,11 @@ def probe_history(layout, blocks, i):
             else tf.reshape(history, shape))
 
 # %% ../nbs/14_runner.ipynb #358b3247
-def canonical_function(concrete):
+def canonical_function(concrete, suffix=""):
     """`concrete`'s traced function registered under a name made from its definition, and
     so are the functions it calls (loop bodies, branches), first (see above); returns the
-    `AtomicFunction` whose lifetime keeps the names registered."""
+    `AtomicFunction` whose lifetime keeps the names registered. `suffix` is added to the
+    outer function's name (another name for the same function: see `DirectCall`)."""
     from google.protobuf import text_format
     from tensorflow.core.framework import function_pb2
     from tensorflow.python.eager import context
@@ -195,7 +196,7 @@ def canonical_function(concrete):
             for inner in func.attr.values():
                 rename(inner)
 
-    def canonical(atomic):
+    def canonical(atomic, suffix=""):
         if atomic.name not in renamed:
             children = [canonical(child) for child in atomic.children]
             definition = function_pb2.FunctionDef()
@@ -210,13 +211,13 @@ def canonical_function(concrete):
             for old in sorted(names, key=len, reverse=True):  # argument names: not the uids
                 text = text.replace(old, names[old])
             digest = hashlib.sha256(text.encode()).hexdigest()[:32]
-            definition.signature.name = name = f"nengo_dl_nb_{digest}"
+            definition.signature.name = name = f"nengo_dl_nb_{digest}{suffix}"
             if not ctx.has_function(name):
                 ctx.add_function_def(definition)  # (adding the same definition twice is allowed)
             renamed[atomic.name] = AtomicFunction(name, ctx, atomic.function_type, children)
         return renamed[atomic.name]
 
-    return canonical(concrete._inference_function)
+    return canonical(concrete._inference_function, suffix)
 
 # %% ../nbs/14_runner.ipynb #8763163e
 class DirectCall:
@@ -227,6 +228,9 @@ class DirectCall:
         self.concrete = fn.get_concrete_function(*specs)
         self.n_outputs = len(self.concrete.outputs)
         self.fixed_shapes = all(s.shape.is_fully_defined() for s in tf.nest.flatten(specs))
+        # first calls (per argument shapes) are watched where they may load from the cache
+        self.watch = bool(getattr(fn, "_jit_compile", False)) and XLA_CACHE_DIR is not None
+        self._shapes_called = set()
         try:
             from tensorflow.python import pywrap_tfe
             from tensorflow.python.eager import context, core
@@ -266,6 +270,12 @@ class DirectCall:
         return bound
 
     def __call__(self, *args):
+        if self.watch:
+            return self.first_call(args)
+        return self.execute(args)
+
+    def execute(self, args):
+        "Call the function with the flat list `args`."
         if self._direct is None:
             return list(tf.nest.flatten(self.concrete(*args)))
         execute, ctx, name = self._direct
@@ -274,6 +284,37 @@ class DirectCall:
                            self._attrs, self.n_outputs)
         except self._failed as e:  # as TensorFlow's own call path raises it
             raise self._to_error(e) from None
+
+    def first_call(self, args):
+        """A call that may compile or load from the compile cache (see above); later calls
+        with the same shapes go straight to `execute`."""
+        shapes = None if self.fixed_shapes else tuple(tuple(a.shape) for a in args)
+        if shapes in self._shapes_called:
+            return self.execute(args)
+        if self.fixed_shapes:
+            self.watch = False
+        with filtered_stderr(cache_load_messages):
+            try:
+                outputs = self.execute(args)
+            except tf.errors.OpError as e:
+                if self._direct is None:
+                    raise
+                outputs = self.retry(args, e)
+        self._shapes_called.add(shapes)
+        return outputs
+
+    def retry(self, args, error):
+        "The call under another name, after removing the entries that name this function."
+        name = self._direct[2]
+        removed = remove_entries_naming(XLA_CACHE_DIR, name)
+        canonical = canonical_function(self.concrete, "_r")
+        self._direct = self._direct[:2] + (canonical.name.decode(),)
+        self._retried = (canonical, error)  # (keeps the other name registered)
+        outputs = self.execute(args)
+        warnings.warn(f"A compiled function ({name}) could not be loaded from the XLA "
+                      f"compile cache in {XLA_CACHE_DIR} ({error.message}); compiled it "
+                      f"again and removed {len(removed)} broken entries", RuntimeWarning)
+        return outputs
 
 # %% ../nbs/14_runner.ipynb #d59bd1d8
 _shared_steps = OrderedDict()  # (settings, graph bytes) -> DirectCall, least recent first
@@ -536,8 +577,10 @@ def run_call(self: Runner, training=False):
 @patch
 def may_compile(self: BaseRunner, fn, args):
     """Whether calling `fn` with `args` may compile (the first call with these argument
-    shapes, under XLA, with the compile cache on); remembers it was called."""
-    if fn in self._called or not self.jit_compile or XLA_CACHE_DIR is None:
+    shapes, under XLA, with the compile cache on, not a `DirectCall`, which watches its own
+    first calls); remembers it was called."""
+    if (isinstance(fn, DirectCall) or fn in self._called or not self.jit_compile
+            or XLA_CACHE_DIR is None):
         return False
     key = fn if getattr(fn, "fixed_shapes", False) else (
         fn, tuple(tuple(np.shape(a)) for a in tf.nest.flatten(args)))
