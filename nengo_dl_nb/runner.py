@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from fastcore.basics import patch
 from nengo.builder.operator import SimPyFunc
-from nengo.exceptions import BuildError, SimulationError
+from nengo.exceptions import SimulationError
 
 from . import XLA_CACHE_DIR, cache_load_messages, filtered_stderr, remove_entries_naming
 from .op_builders import GenericOpBuilder, SimPyFuncBuilder, check_output

@@ -1,10 +1,11 @@
 """The persistent XLA compile cache (`nbs/90_package.ipynb`) and the canonical names that
 make its key stable (`nbs/14_runner.ipynb`).
 
-Fresh processes (`compile_cache_child.py`) build and run `benchmarks.small(50)` with the
-cache in a temporary directory. A hit is proven by TensorFlow's own log line
-(`Loading cached entry for: <function name>`, at `TF_CPP_VMODULE=device_executable_persistor=1`)
-and by no entry being written again; timings are printed as evidence, never asserted.
+Fresh processes (`compile_cache_child.py`) build and run `benchmarks.small(50)` (and a model
+with a Python Node) with the cache in a temporary directory. A hit is proven by TensorFlow's
+own log line (`Loading cached entry for: <function name>`, at
+`TF_CPP_VMODULE=device_executable_persistor=1`) and by no entry being written again; timings
+are printed as evidence, never asserted.
 """
 import json
 import os
@@ -16,32 +17,51 @@ import numpy as np
 import pytest
 
 import nengo_dl_nb
-from nengo_dl_nb import benchmarks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOADED = "Loading cached entry for: "
+# the children import the package this process imported, wherever it is
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(nengo_dl_nb.__file__)))
+RETRIED = "could not be loaded from the XLA compile cache"
 
 
-def child(tmp_path, name, cache, *seeds, model="small", extra_env=None):
-    """Run the child in a fresh process with the compile cache at `cache` (a directory, or
-    'off'); returns (its JSON report, its outputs, the names of the functions TensorFlow
-    loaded from the cache, its standard error)."""
-    env = dict(os.environ, NENGO_DL_NB_XLA_CACHE=str(cache), TF_CPP_MIN_LOG_LEVEL="0",
-               TF_CPP_VMODULE="device_executable_persistor=1")
+def start_child(tmp_path, name, cache, *seeds, model="small", extra_env=None, cwd=None):
+    """Start the child in a fresh process with the compile cache at `cache` (a directory,
+    'off', or None: not set); returns the process and where its outputs go."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0",
+               TF_CPP_VMODULE="device_executable_persistor=1",
+               PYTHONPATH=os.pathsep.join([PACKAGE_ROOT] + [
+                   p for p in [os.environ.get("PYTHONPATH")] if p]))
     env.pop("TF_XLA_FLAGS", None)
+    env.pop("NENGO_DL_NB_XLA_CACHE", None)
+    if cache is not None:
+        env["NENGO_DL_NB_XLA_CACHE"] = str(cache)
     env.update(extra_env or {})
     out = tmp_path / f"{name}.npz"
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, os.path.join(HERE, "compile_cache_child.py"), str(out), model]
-        + [str(s) for s in seeds], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    loaded = [line.split(LOADED)[1].split("[")[0] for line in proc.stderr.splitlines()
+        + [str(s) for s in seeds], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=cwd)
+    return proc, out
+
+
+def finish_child(name, proc, out):
+    """Wait for a child; returns (its JSON report, its outputs, the names of the functions
+    TensorFlow loaded from the cache, its standard error)."""
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    report = json.loads(stdout.strip().splitlines()[-1])
+    loaded = [line.split(LOADED)[1].split("[")[0] for line in stderr.splitlines()
               if LOADED in line]
     with np.load(out) as data:
         outputs = {k: data[k] for k in data.files}
     print(name, json.dumps(report["models"]))
-    return report, outputs, loaded, proc.stderr
+    return report, outputs, loaded, stderr
+
+
+def child(tmp_path, name, cache, *seeds, **kwargs):
+    "Run the child (see `start_child`) and wait for it (see `finish_child`)."
+    return finish_child(name, *start_child(tmp_path, name, cache, *seeds, **kwargs))
 
 
 def entries(directory):
@@ -76,8 +96,9 @@ def test_second_process_loads_from_cache(first, tmp_path):
     assert report["cache"].startswith(str(cache)) and not loaded
     assert report["tf_xla_flags"] is None  # the flag went to TensorFlow only, not to children
     written = entries(cache)
-    names = {report["models"][0]["step_name"], report["models"][0]["run_name"]}
+    names = set(report["models"][0]["names"])
     assert len(written) == len(names) == 2  # the step function and the run loop
+    assert all(nengo_dl_nb.valid_entry(p) for p in written)
 
     report2, outputs2, loaded2, stderr = child(tmp_path, "second", cache, 0)
     assert sorted(loaded2) == sorted(names)  # both compiled functions came from the cache ...
@@ -127,7 +148,7 @@ def test_identical_model_in_same_process(tmp_path):
     a process that built only it, and nothing was loaded from disk for it."""
     report, outputs, loaded, _ = child(tmp_path, "both", tmp_path / "xla", 0, 1)
     a, b = report["models"]
-    assert a["step_name"] == b["step_name"] and a["run_name"] == b["run_name"]
+    assert a["names"] == b["names"]
     assert not loaded and len(entries(tmp_path / "xla")) == 2  # compiled once, in memory
     _, alone, _, _ = child(tmp_path, "alone", "off", 1)
     assert_bitwise_equal({"seed1": outputs["seed1"]}, alone)
@@ -204,3 +225,104 @@ def test_default_directory_is_beside_nengos_decoder_cache():
     for off in ("off", "OFF", "0", "false", "none", ""):
         assert nengo_dl_nb.xla_cache_root({"NENGO_DL_NB_XLA_CACHE": off}) is None
 
+
+
+def copy_cache(cache, target):
+    "A copy of the cache directory `cache` at `target`; returns its entries' paths, sorted."
+    for path in entries(cache):
+        copied = target / os.path.relpath(path, cache)
+        copied.parent.mkdir(parents=True, exist_ok=True)
+        copied.write_bytes(open(path, "rb").read())
+    return sorted(entries(target))
+
+
+def test_damage_inside_an_entry_is_ignored_and_replaced(first, tmp_path):
+    """Entries whose framing is whole but whose compiled code is damaged pass the check at
+    import; TensorFlow fails the call that loads them, and the runner compiles under
+    another name, removes them, and the next process writes good ones."""
+    tmp, cache, report, outputs, loaded = first
+    damaged = copy_cache(cache, tmp_path / "xla")
+    for path in damaged:
+        data = bytearray(open(path, "rb").read())
+        data[-2000:-1500] = bytes(b ^ 0xFF for b in data[-2000:-1500])  # inside the executable
+        open(path, "wb").write(bytes(data))
+        assert nengo_dl_nb.valid_entry(path)  # nothing the framing shows
+
+    _, outputs1, _, stderr1 = child(tmp_path, "damaged", tmp_path / "xla", 0)
+    assert stderr1.count(RETRIED) == 2  # both functions, each said once
+    assert_bitwise_equal(outputs1, outputs)
+    assert not set(damaged) & set(entries(tmp_path / "xla"))  # the damaged entries are gone
+
+    _, outputs2, loaded2, stderr2 = child(tmp_path, "after", tmp_path / "xla", 0)
+    assert RETRIED not in stderr2 and not loaded2  # compiled under the usual names, saved
+    _, outputs3, loaded3, stderr3 = child(tmp_path, "replaced", tmp_path / "xla", 0)
+    assert sorted(loaded3) == sorted(report["models"][0]["names"]) and RETRIED not in stderr3
+    assert_bitwise_equal(outputs2, outputs)
+    assert_bitwise_equal(outputs3, outputs)
+
+
+def test_two_processes_fill_one_cache_at_once(first, tmp_path):
+    """Two processes started together on an empty cache both compile and write the same
+    two entries (each to a temporary file renamed into place): both run, give the
+    outputs of a process alone, and leave two whole entries and no temporary file."""
+    tmp, cache, report, outputs, loaded = first
+    shared = tmp_path / "xla"
+    started = [start_child(tmp_path, f"together{i}", shared, 0) for i in range(2)]
+    for i, (proc, out) in enumerate(started):
+        _, outputs_i, _, stderr = finish_child(f"together{i}", proc, out)
+        assert_bitwise_equal(outputs_i, outputs)
+        assert RETRIED not in stderr
+    files = [p for p in shared.rglob("*") if p.is_file()]
+    assert len(files) == 2 and all(p.suffix == ".pb" and nengo_dl_nb.valid_entry(p)
+                                   for p in files)
+    assert sorted(os.path.basename(p) for p in entries(shared)) == sorted(
+        os.path.basename(p) for p in entries(cache))  # the very entries a process alone writes
+
+
+def test_python_node_model_loads_its_compiled_parts(tmp_path):
+    """A model with a Python Node runs as compiled parts called from Python: a second process
+    loads every part from the cache, prints none of TensorFlow's false alarms about it,
+    and gives bitwise the outputs of a process without the cache."""
+    cache = tmp_path / "xla"
+    report, outputs, loaded, _ = child(tmp_path, "nodes_first", cache, 0, model="nodes")
+    names = report["models"][0]["names"]
+    assert len(names) == 2 and not loaded and len(entries(cache)) == 2
+    _, outputs2, loaded2, stderr = child(tmp_path, "nodes_second", cache, 0, model="nodes")
+    assert sorted(loaded2) == sorted(names)
+    assert "XlaSerializedCacheEntry" not in stderr and "prefer-no-scatter" not in stderr
+    _, outputs_off, _, _ = child(tmp_path, "nodes_off", "off", 0, model="nodes")
+    assert_bitwise_equal(outputs2, outputs_off)
+    assert_bitwise_equal(outputs, outputs_off)
+
+
+def test_nengorc_setting_moves_the_cache(tmp_path):
+    """Without the environment variable, `xla_cache` in the `[nengo_dl_nb]` section of a
+    `nengorc` (here the one nengo reads from the working directory) places the cache."""
+    place = tmp_path / "from_rc"
+    (tmp_path / "nengorc").write_text(f"[nengo_dl_nb]\nxla_cache = {place}\n")
+    report, _, _, _ = child(tmp_path, "rc", None, 0, cwd=tmp_path)
+    assert report["cache"].startswith(str(place))
+    assert len(entries(place)) == 2
+
+
+def test_nengorc_setting_turns_the_cache_off(tmp_path):
+    import nengo
+    nengo.rc.add_section("nengo_dl_nb")
+    try:
+        nengo.rc.set("nengo_dl_nb", "xla_cache", "off")
+        assert nengo_dl_nb.xla_cache_root({}) is None
+        assert nengo_dl_nb.prepare_xla_cache({}) == (None, None)
+        nengo.rc.set("nengo_dl_nb", "xla_cache_size", "3 kB")  # nengo counts kB in 1024s
+        assert nengo_dl_nb.xla_cache_bytes({}) == 3 * 1024
+        assert nengo_dl_nb.xla_cache_bytes({"NENGO_DL_NB_XLA_CACHE_MB": "2"}) == 2 * 2**20
+    finally:
+        nengo.rc.remove_section("nengo_dl_nb")
+
+
+def test_this_suite_keeps_out_of_the_users_cache():
+    """tests/conftest.py points the compile cache of the test processes at a directory of
+    their own (unless the environment chose one already)."""
+    import nengo
+    decoders = os.path.expanduser(nengo.rc.get("decoder_cache", "path"))
+    users = os.path.join(os.path.dirname(os.path.abspath(decoders)), "nengo_dl_nb_xla")
+    assert nengo_dl_nb.XLA_CACHE_DIR is None or not nengo_dl_nb.XLA_CACHE_DIR.startswith(users)
