@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['NETWORKS', 'COMMANDS', 'integrator', 'cconv', 'pes', 'basal_ganglia', 'mnist', 'random_network', 'spaun',
            'make_network', 'run_profile', 'time_simulator', 'compare', 'measure', 'compare_networks', 'small',
-           'time_small', 'compare_small', 'build_floor', 'resident_mb', 'history_memory', 'matmul_vs_reduce',
-           'split_commands', 'main']
+           'time_small', 'compare_small', 'build_floor', 'cache_child', 'compile_cache_times', 'resident_mb',
+           'history_memory', 'matmul_vs_reduce', 'split_commands', 'main']
 
 # %% ../nbs/40_benchmarks.ipynb #cc4534f9
 import argparse
@@ -526,6 +526,78 @@ def build_floor(repeats=3, file=None):
         print(f"{label:<44}{seconds:>8.3f} s{seconds / nengo_s:>8.1f}x", file=file)
     return med
 
+# %% ../nbs/40_benchmarks.ipynb #47a758fd
+def _cache_network(model, seed):
+    net = small() if model == "small" else integrator()
+    net.seed = seed
+    return net
+
+def cache_child(model, seeds=(0, 1)):
+    """In this process: for each seed, build `model` ("small" or "integrator", the default
+    sizes) with that seed, time the build to the first step and the first
+    `run_steps(1000)`; returns what it saw, with the cache entries before and after."""
+    import nengo_dl_nb
+
+    def count():
+        cache = nengo_dl_nb.XLA_CACHE_DIR
+        return None if cache is None or not os.path.isdir(cache) else sum(
+            name.endswith(".pb") for name in os.listdir(cache))
+
+    out = {"cache": nengo_dl_nb.XLA_CACHE_DIR, "entries_before": count(), "builds": [],
+           "runs": [], "names": []}
+    for seed in seeds:
+        net = _cache_network(model, seed)
+        start = time.perf_counter()
+        with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+            sim.step()
+            built = time.perf_counter()
+            sim.run_steps(1000)
+            out["builds"].append(built - start)
+            out["runs"].append(time.perf_counter() - built)
+            out["names"].append([sim.runner.step_call()._direct[2],
+                                 sim.runner.run_call()._direct[2]])
+    out["entries_after"] = count()
+    return out
+
+def _cache_subprocess(model, cache):
+    "`cache_child(model)` in a fresh process with the compile cache at `cache` (or 'off')."
+    import nengo_dl_nb
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(nengo_dl_nb.__file__)))
+    env = {**os.environ, "NENGO_DL_NB_XLA_CACHE": cache, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([package_root] + [
+               p for p in [os.environ.get("PYTHONPATH")] if p])}
+    env.pop("TF_XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-m", "nengo_dl_nb.benchmarks", "_cache_child",
+                           f"--model={model}"], capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"cache_child {model} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+def compile_cache_times(models=("small", "integrator"), repeats=3, file=None):
+    """Print and return (medians of `repeats`, seconds) the build to the first step and the
+    first `run_steps(1000)` of each model in a new process with the cache off, cold and
+    warm, and of the structurally identical second model in the same process."""
+    file = sys.stdout if file is None else file
+    results = {}
+    for model in models:
+        runs = {"off": [], "cold": [], "warm": []}
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                runs["off"].append(_cache_subprocess(model, "off"))
+                runs["cold"].append(_cache_subprocess(model, os.path.join(tmp, "xla")))
+                runs["warm"].append(_cache_subprocess(model, os.path.join(tmp, "xla")))
+        results[model] = runs
+        print(f"{model}: build to first step / first run_steps(1000), s "
+              f"(medians of {repeats} fresh processes)", file=file)
+        for which, label in (("off", "cache off"), ("cold", "cold cache"),
+                             ("warm", "warm cache")):
+            med = [statistics.median(r[key][i] for r in runs[which])
+                   for i in (0, 1) for key in ("builds", "runs")]
+            print(f"  {label:<11} new process {med[0]:7.3f} /{med[1]:7.3f}   "
+                  f"second model, same process {med[2]:7.3f} /{med[3]:7.3f}", file=file)
+    return results
+
 # %% ../nbs/40_benchmarks.ipynb #005d04b3
 def resident_mb():
     "This process's resident memory in MB (Linux), or NaN where it cannot be read."
@@ -600,7 +672,8 @@ def matmul_vs_reduce(shapes=((1, 64, 64), (64, 16, 16), (64, 64, 64), (256, 8, 6
     return rows
 
 # %% ../nbs/40_benchmarks.ipynb #ae7321e3
-COMMANDS = ("build", "profile", "matmul-vs-reduce", "compare", "small", "history", "_measure")
+COMMANDS = ("build", "profile", "matmul-vs-reduce", "compare", "small", "history", "_measure",
+            "compile-cache", "_cache_child")
 
 def _kwarg(text):
     key, sep, value = text.partition("=")
@@ -622,12 +695,19 @@ def _neuron(name):
             return cls()
     raise argparse.ArgumentTypeError(f"unknown neuron type {name!r}")
 
+def _models(text):
+    models = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not models or not set(models) <= {"small", "integrator"}:
+        raise argparse.ArgumentTypeError(f"expected small and/or integrator, got {text!r}")
+    return models
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m nengo_dl_nb.benchmarks",
         description="Benchmarks. Commands chain: build --benchmark NAME ... profile ...")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{build,profile,matmul-vs-reduce,compare,small,history}")
+                                metavar="{build,profile,matmul-vs-reduce,compare,small,history,"
+                                "compile-cache}")
     b = sub.add_parser("build", help="build one of the benchmark networks")
     b.add_argument("--benchmark", default="cconv", choices=sorted(NETWORKS))
     b.add_argument("--dimensions", type=int, default=128)
@@ -666,6 +746,13 @@ def _parser():
     y.add_argument("--every", type=int, default=10_000)
     y.add_argument("--step", action="store_true",
                    help="one sim.step() call per step (as a GUI steps), both simulators")
+    k = sub.add_parser("compile-cache", help="build to first step with the compile cache off, "
+                       "cold and warm, in new processes and in the same process")
+    k.add_argument("--models", type=_models, default=("small", "integrator"),
+                   help="comma-separated, e.g. --models=small (with '=': `small` is a command)")
+    k.add_argument("--repeats", type=int, default=3)
+    kc = sub.add_parser("_cache_child")  # one process of compile-cache
+    kc.add_argument("--model", required=True, choices=["small", "integrator"])
     h = sub.add_parser("_measure")  # one simulator on one network, for compare (fresh process)
     h.add_argument("network", choices=sorted(NETWORKS))
     h.add_argument("simulator", choices=("nengo", "ours"))
@@ -735,6 +822,12 @@ def _run_command(args, state):
             return history_memory(args.n_steps, args.every)
         return {name: history_memory(args.n_steps, args.every, stepping=True, simulator=name)
                 for name in ("nengo", "ours")}
+    if args.command == "compile-cache":
+        return compile_cache_times(args.models, args.repeats)
+    if args.command == "_cache_child":
+        out = cache_child(args.model)
+        print("RESULT " + json.dumps(out), flush=True)
+        return out
     if args.command == "_measure":
         kw = {k: getattr(args, k) for k in ("dimensions", "neurons_per_d", "n_steps",
                                              "minibatch_size", "repeats")

@@ -1,4 +1,14 @@
-import nengo_dl_nb  # first: it starts TensorFlow quietly
+import os
+import tempfile
+
+# The tests build hundreds of models: their compiled functions go to a compile cache of
+# their own (kept between runs, under the system's temporary directory, and shared by the
+# test processes), never to the user's, unless the environment names one already. This must
+# come before the package's import, which starts TensorFlow with the cache's directory.
+os.environ.setdefault("NENGO_DL_NB_XLA_CACHE", os.path.join(
+    tempfile.gettempdir(), f"nengo_dl_nb_tests_xla-{getattr(os, 'getuid', lambda: 0)()}"))
+
+import nengo_dl_nb  # noqa: E402  (it starts TensorFlow quietly)
 
 import nengo
 import pytest

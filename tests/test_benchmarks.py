@@ -178,3 +178,17 @@ def test_build_floor_reports_every_part(capsys):
     assert len(lines) == 9 and lines[0].startswith("nengo.Simulator")
     total = float(lines[5].split()[-3])
     assert total == pytest.approx(sum(med["ours"]), abs=2e-3)
+
+
+def test_compile_cache_command_line():
+    """`compile-cache --models=small` parses as one command (`small` alone would start the
+    `small` command), and the child command takes its model the same way."""
+    from nengo_dl_nb.benchmarks import _parser, split_commands
+    argv = ["compile-cache", "--models=small", "--repeats", "1"]
+    assert split_commands(argv) == [argv]
+    args = _parser().parse_args(argv)
+    assert args.command == "compile-cache" and args.models == ("small",) and args.repeats == 1
+    assert _parser().parse_args(["compile-cache"]).models == ("small", "integrator")
+    assert _parser().parse_args(["_cache_child", "--model=integrator"]).model == "integrator"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["compile-cache", "--models=large"])
