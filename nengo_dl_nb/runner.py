@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from fastcore.basics import patch
 from nengo.builder.operator import SimPyFunc
-from nengo.exceptions import BuildError, SimulationError
+from nengo.exceptions import SimulationError
 
 from .op_builders import GenericOpBuilder, SimPyFuncBuilder, check_output
 from .step import Step, StepContext, flat_state, inner_builder, whole_arrays
