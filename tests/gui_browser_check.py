@@ -13,8 +13,9 @@ Chromium driven by Selenium (Debian's `chromium` and `chromedriver`), it
 * opens the page the server printed (its token included) and waits for the play button;
 * clicks play, and times it to the status "running" (the pause icon) and to the first
   simulated time the page receives (build and first step);
-* drags the speed slider to its right end (full speed), lets it settle, and reads the
-  simulated time the page shows over `--seconds` of wall time, three times (median);
+* drags the speed slider to its right end (full speed; nengo_gui starts at real time),
+  waits until the server reports that it no longer slows the simulation down, and reads
+  the simulated time the page shows over `--seconds` of wall time, three times (median);
 * drags the first handle of the slider up, waits 0.5 s of simulated time, and reads the
   slider's value and the latest value of the first value plot (`a`, fed by the slider);
   then drags it down and does the same. Passes if each time the plotted value's first
@@ -165,8 +166,23 @@ def check_backend(driver, server, backend, args, out):
     to_running, to_first_step = running - t0, first - t0
     log(f"{backend}: play -> running {to_running:.2f} s, -> first data {to_first_step:.2f} s")
 
-    # full speed: the speed slider (next to the play button) dragged to its right end
-    drag(driver, driver.find_element(By.CSS_SELECTOR, "#speed_throttle .btn"), 200, 0)
+    # full speed: the speed slider (next to the play button) dragged to its right end; the
+    # page sends the new speed with its next message, and the server's SimControl then
+    # reports that it no longer holds the simulation back (rate_proportion 1)
+    time.sleep(1.0)
+    full = lambda: driver.execute_script(  # noqa: E731
+        "return [sim.speed_throttle_handle.style.left, sim.speed_throttle_changed, "
+        "sim.rate_proportion];")
+    for _ in range(3):
+        drag(driver, driver.find_element(By.CSS_SELECTOR, "#speed_throttle .btn"), 200, 0)
+        try:
+            Deadline(5).wait_for("the speed slider to take effect", lambda: (
+                lambda f: f[0] == "110px" and not f[1] and f[2] > 0.99)(full()), poll=0.05)
+            break
+        except TimeoutError:
+            continue
+    else:
+        raise RuntimeError(f"the speed slider did not reach full speed: {full()}")
     time.sleep(1.0)
     speeds = []
     for _ in range(3):
