@@ -192,3 +192,99 @@ def test_compile_cache_command_line():
     assert _parser().parse_args(["_cache_child", "--model=integrator"]).model == "integrator"
     with pytest.raises(SystemExit):
         _parser().parse_args(["compile-cache", "--models=large"])
+
+
+def test_small_sink_nodes_see_what_nengo_gives_them():
+    # K sink Nodes reading the decoded value: the same calls, with the same values, in both
+    def recorded(net):
+        seen = {s: [] for s in net.sinks}
+        for s in net.sinks:
+            s.output = lambda t, x, log=seen[s]: log.append((t, float(x[0])))
+        return seen
+    runs = []
+    for sim_cls in (nengo.Simulator, nengo_dl_nb.Simulator):
+        net = benchmarks.small(n_neurons=20, nodes=3)
+        assert len(net.sinks) == 3 and all(s.size_in == 1 for s in net.sinks)
+        seen = recorded(net)
+        with sim_cls(net, progress_bar=False) as sim:
+            sim.run_steps(5)
+            sim.step()
+            runs.append((seen, sim.data[net.p]))
+    (ref_seen, ref_p), (ours_seen, ours_p) = runs
+    for ref, ours in zip(ref_seen.values(), ours_seen.values()):
+        assert [t for t, _ in ours] == pytest.approx([t for t, _ in ref]) and len(ref) == 6
+        assert [x for _, x in ours] == pytest.approx([x for _, x in ref], abs=1e-5)
+    assert np.allclose(ours_p, ref_p, atol=1e-5)
+
+
+def test_cli_small_nodes(capsys):
+    (res,) = benchmarks.main(["small", "--nodes", "0", "2", "--repeats", "1",
+                              "--run-time", "0.02", "--no-floor"])
+    assert res["floor"] is None and [t["nodes"] for t in res["tables"]] == [0, 2]
+    for t in res["tables"]:
+        assert set(t) == {"nengo", "ours", "ratios", "nodes"} and len(t["ratios"]) == 4
+        assert all(r > 0 for r in t["ratios"][2:])
+    out = capsys.readouterr().out
+    assert "0 sink Python Nodes" in out and "2 sink Python Nodes" in out
+    assert "run(0.02) steps/s" in out
+    summary = out.strip().splitlines()[-3:]  # the ratios of both tables, one line per K
+    assert summary[0].split()[:2] == ["sink", "Nodes"]
+    assert [line.split()[0] for line in summary[1:]] == ["0", "2"]
+
+
+def test_gui_model_path():
+    pytest.importorskip("nengo_gui")
+    path = benchmarks.gui_model_path("07")
+    assert path.endswith("07-multiple-dimensions.py") and os.path.isfile(path + ".cfg")
+    assert benchmarks.gui_model_path(path) == path
+    with pytest.raises(ValueError, match="tutorials"):
+        benchmarks.gui_model_path("no-such-model")
+
+
+@pytest.mark.parametrize("backend", ["nengo", "nengo_dl_nb"])
+def test_headless_page_runs_the_gui_structure(backend):
+    # nengo_gui's own page: its components add their Nodes for the build and take them out,
+    # the runner thread steps, the plots get a row per step, and the slider steers the model
+    pytest.importorskip("nengo_gui")
+    path = benchmarks.gui_model_path("07")
+    with benchmarks.HeadlessPage(path, backend) as gp:
+        assert gp.page.settings.backend == backend
+        assert (len(gp.sliders), len(gp.values), len(gp.rasters)) == (1, 2, 2)
+        gp.play()
+        sim = gp.page.sim
+        assert isinstance(sim, nengo_dl_nb.Simulator if backend != "nengo" else nengo.Simulator)
+        built = [o for o in sim.model.params if isinstance(o, nengo.Node)]
+        assert len(built) == 6  # stim, 2 value plots, 2 rasters, the control Node
+        assert len(gp.page.model.nodes) == 1 and len(gp.page.model.connections) == 2
+        gp.run_for(0.05)
+        t, *a = gp.value(gp.values[0])
+        assert t > 0 and len(a) == 3
+        moved = gp.sliders_move_values(levels=(0.6, -0.6), settle=0.3)
+        assert moved > 0.8
+        t, *a = gp.value(gp.values[0])  # `a` follows the slider, at -0.6 in all dimensions
+        assert np.allclose(a, -0.6, atol=0.25), a
+        gp.reset()
+        assert gp.page.sim is None and sim.closed
+        gp.play()  # a new simulator, from the start
+        assert gp.page.sim is not sim and gp.page.sim.n_steps >= 1
+
+
+def test_cli_gui(capsys):
+    pytest.importorskip("nengo_gui")
+    (res,) = benchmarks.main(["gui", "07", "--seconds", "0.2", "--repeats", "2"])
+    r = res["07-multiple-dimensions"]
+    for sim in ("nengo", "ours"):
+        assert r[sim]["speed"] > 0 and r[sim]["build"] > 0 and r[sim]["rebuild"] > 0
+        assert r[sim]["slider_moved"] > 0.3 and r[sim]["values"] == 2
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("nengo_gui 07-multiple-dimensions: 1 slider(s), 2 value plot(s)")
+    assert lines[2].startswith("nengo.Simulator") and lines[3].startswith("nengo_dl_nb.Simulator")
+    assert lines[2].split()[-2] == lines[3].split()[-2] == "yes"
+    assert lines[4].startswith("ratio")
+
+
+def test_cli_gui_without_such_model():
+    pytest.importorskip("nengo_gui")
+    with pytest.raises(ValueError, match="tutorials"):
+        benchmarks.main(["gui", "no-such-model"])

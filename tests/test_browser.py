@@ -55,3 +55,27 @@ def test_getting_started_in_jupyterlab(tmp_path):
     bars = page["progress_bars"]
     assert bars and all(b["width"] == "100%" and b["success"] for b in bars), bars
     assert any(i["naturalWidth"] >= 100 and i["naturalHeight"] >= 100 for i in page["images"])
+
+
+def test_gui_slider_in_headless_chromium(tmp_path):
+    # nengo_gui (`nengo -b BACKEND model.py`) with each simulator: play, full speed, a slider
+    # dragged up and down, and the decoded value of `a` follows it (tests/gui_browser_check.py)
+    pytest.importorskip("nengo_gui")
+    out = tmp_path / "gui.png"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "gui_browser_check.py"), "--out", str(out),
+         "--seconds", "1", "--timeout", "240", "--chromium", CHROMIUM,
+         "--chromedriver", CHROMEDRIVER],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["passed"] and [r["backend"] for r in report["results"]] == ["nengo", "nengo_dl_nb"]
+    for r in report["results"]:
+        assert all(c["passed"] for c in r["checks"]), r["checks"]
+        up, down = r["slider"]
+        assert up["slider"] > 0.5 and down["slider"] < -0.5
+        assert abs(up["plotted"] - up["slider"]) < 0.25 and abs(down["plotted"] - down["slider"]) < 0.25
+        assert r["play_to_first_step_s"] > 0 and r["sim_s_per_wall_s"] > 0
+        width, height = png_size(pathlib.Path(r["screenshot"]))
+        assert width >= 800 and height >= 600
