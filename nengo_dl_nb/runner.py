@@ -24,7 +24,7 @@ from fastcore.basics import patch
 from nengo.builder.operator import SimPyFunc
 from nengo.exceptions import SimulationError
 
-from . import XLA_CACHE_DIR, cache_load_messages, filtered_stderr, remove_entries_naming
+from .startup import XLA_CACHE_DIR, cache_load_messages, filtered_stderr, remove_entries_naming
 from .op_builders import GenericOpBuilder, SimPyFuncBuilder, check_output
 from .step import Step, StepContext, flat_state, inner_builder, whole_arrays
 from .utils import np_dtype
