@@ -775,10 +775,19 @@ class HeadlessPage:
                 (time.process_time() - cpu) / simulated if simulated > 0 else float("inf"))
 
     def run_for(self, sim_seconds, timeout=120):
-        "Wait until the simulation has run `sim_seconds` more."
+        """Wait until the simulation has run `sim_seconds` more, and every value plot has
+        sent what it saw then (its sender thread may lag the simulation on a busy machine)."""
         until = self.control.time + sim_seconds
         self._wait(f"{sim_seconds} s of simulated time", lambda: self.control.time >= until,
                    timeout)
+        sent = []
+
+        def all_sent():  # (times travel as float32: a step's tolerance)
+            sent[:] = [self.value(p) for p in self.values]
+            return all(v is not None and v[0] >= until - 0.002 for v in sent)
+
+        self._wait("the plots to send it", all_sent, timeout)
+        return sent
 
     def move_slider(self, slider, index, value):
         "Move handle `index` of `slider` to `value` (the message the browser sends)."
@@ -802,9 +811,8 @@ class HeadlessPage:
             for s in self.sliders:
                 for i in range(s.node.size_out):
                     self.move_slider(s, i, level)
-            self.run_for(settle)
-            time.sleep(0.05)  # one more send to the stand-in websockets
-            seen.append(np.concatenate([self.value(v)[1:] for v in self.values]))
+            sent = self.run_for(settle)
+            seen.append(np.concatenate([v[1:] for v in sent]))
         return float(max(np.max(np.abs(a - b)) for a in seen for b in seen))
 
     def reset(self, timeout=60):
