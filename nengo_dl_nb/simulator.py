@@ -12,6 +12,7 @@ import math
 import numbers
 import os
 import signal
+import _signal  # signal.signal without its enum conversions (see deferred_interrupt)
 import threading
 import time
 import warnings
@@ -73,15 +74,18 @@ def deferred_interrupt():
         yield
         return
     received = []
+    # `_signal.signal` is what `signal.signal` calls, without converting the handlers to and
+    # from enums: a tenth of the cost (0.6 against 6.3 us a pair), paid on every single step
+    sigint = int(signal.SIGINT)
     try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+        previous = _signal.signal(sigint, lambda signum, frame: received.append(signum))
     except ValueError:  # signals cannot be handled here (an embedded interpreter)
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        _signal.signal(sigint, previous)
     if received:
         raise KeyboardInterrupt
 
