@@ -402,12 +402,12 @@ def _sink(t, x):
     "A sink Node's function: reads its input and does nothing with it."
     return None
 
-def small(n_neurons=50, nodes=0):
+def small(n_neurons=50, nodes=0, phase=0):
     """Node(np.sin) -> Ensemble(n_neurons, 1) -> Probe, and `nodes` sink Python Nodes
     reading the ensemble's decoded value (synapse 0.01, as a GUI's value plot); the
-    sinks are `net.sinks`."""
+    sinks are `net.sinks`. With a `phase`, the input is `sin(t + phase)`."""
     with nengo.Network(label="small", seed=0) as net:
-        stim = nengo.Node(np.sin)
+        stim = nengo.Node(np.sin if phase == 0 else lambda t: np.sin(t + phase))
         ens = nengo.Ensemble(n_neurons, 1)
         nengo.Connection(stim, ens)
         net.p = nengo.Probe(ens, synapse=0.01)
@@ -420,11 +420,13 @@ def small(n_neurons=50, nodes=0):
 def time_small(make_sim, n_step_calls=500, run_time=5.0, repeats=3):
     """Build to the first step (s) of the first simulator and the median of the later ones
     (nan when `repeats` is 1), `step()` calls per second, and `run(run_time)` steps per
-    second."""
+    second. `make_sim(i)` makes the `i`-th simulator; give each its own input values
+    (TensorFlow keeps the tensors it made from Python numbers, and a second simulator
+    fed the same numbers would be timed on those kept tensors, not on new ones)."""
     builds, step_rates, run_rates = [], [], []
-    for _ in range(repeats):
+    for i in range(repeats):
         start = time.perf_counter()
-        sim = make_sim()
+        sim = make_sim(i)
         sim.step()
         builds.append(time.perf_counter() - start)
         start = time.perf_counter()
@@ -445,8 +447,10 @@ def compare_small(repeats=3, file=None, nodes=0, run_time=5.0):
     file = sys.stdout if file is None else file
     import nengo_dl_nb
     kw = dict(repeats=repeats, run_time=run_time)
-    ref = time_small(lambda: nengo.Simulator(small(nodes=nodes), progress_bar=False), **kw)
-    ours = time_small(lambda: nengo_dl_nb.Simulator(small(nodes=nodes), progress_bar=False), **kw)
+    ref = time_small(lambda i: nengo.Simulator(small(nodes=nodes, phase=i), progress_bar=False),
+                     **kw)
+    ours = time_small(lambda i: nengo_dl_nb.Simulator(small(nodes=nodes, phase=i),
+                                                      progress_bar=False), **kw)
     ratios = tuple(o / r for o, r in zip(ours, ref))
     run_label = f"run({run_time:g}) steps/s"
     print(f"small model, {nodes} sink Python Node{'s' * (nodes != 1)} (medians of {repeats})",
