@@ -456,6 +456,19 @@ def run(args):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def exit_code(run, args, log):
+    "Run the check `run(args)`: 0 when it passed, 1 when a check failed, 2 on any other error."
+    try:
+        run(args)
+    except CheckFailed as e:
+        log(f"FAILED: {e}")
+        return 1
+    except Exception as e:
+        log(f"ERROR: {type(e).__name__}: {e}")
+        return 2
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -474,16 +487,7 @@ def main(argv=None):
                          "notebook would show under the progress bar; Python errors still show)")
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=1400)
-    args = ap.parse_args(argv)
-    try:
-        run(args)
-    except CheckFailed as e:
-        log(f"FAILED: {e}")
-        return 1
-    except Exception as e:
-        log(f"ERROR: {type(e).__name__}: {e}")
-        return 2
-    return 0
+    return exit_code(run, ap.parse_args(argv), log)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from browser_check import CheckFailed, Deadline, free_port, start_browser  # noqa: E402
+from browser_check import CheckFailed, Deadline, exit_code, free_port, start_browser  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "screenshots" / "gui.png"
@@ -316,16 +316,7 @@ def main(argv=None):
     ap.add_argument("--tf-log-level", default="3")
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=900)
-    args = ap.parse_args(argv)
-    try:
-        run(args)
-    except CheckFailed as e:
-        log(f"FAILED: {e}")
-        return 1
-    except Exception as e:
-        log(f"ERROR: {type(e).__name__}: {e}")
-        return 2
-    return 0
+    return exit_code(run, ap.parse_args(argv), log)
 
 
 if __name__ == "__main__":
