@@ -253,15 +253,17 @@ class DirectCall:
         return self._direct is not None
 
     def tensor(self, value, dtype):
-        """An eager tensor holding `value` (a number or a NumPy array of `dtype`'s type). A
-        Python number is made a NumPy scalar first: TensorFlow keeps every tensor it ever
-        made from a distinct Python number (some 0.8 KB each), so a GUI stepping for hours
-        would grow without bound; from NumPy values it keeps nothing."""
+        """An eager tensor holding `value` (a number or a NumPy array of `dtype`'s type), made
+        in host memory (the call moves it to where the function runs). A Python number is made
+        a 0-d NumPy array first: TensorFlow keeps every tensor it ever made from a distinct
+        Python float (some 0.8 KB each, and a NumPy float64 is a Python float), so a GUI
+        stepping for hours would grow without bound; from arrays it keeps nothing. Naming no
+        device is some 3x faster than naming the context's (2.6 against 9.5 us a scalar)."""
         if isinstance(value, (int, float)):
-            value = dtype.as_numpy_dtype(value)
+            value = np.array(value, dtype.as_numpy_dtype)
         if self._direct is None:
             return tf.constant(value, dtype)
-        return self._tensor(value, self._direct[1].device_name, dtype.as_datatype_enum)
+        return self._tensor(value, None, dtype.as_datatype_enum)
 
     def bound_to(self, other):
         "This function, called with `other`'s captured inputs (`other` traced the same graph)."
@@ -461,6 +463,7 @@ class Runner(BaseRunner):
         with self.device_scope():
             self.state_vars, self.param_vars, self.constants = make_variables(layout)
         self._step_call = None  # the single-step function, once traced (a DirectCall)
+        self._np_dtype = np_dtype(self.dtype)
         self._run_calls = {}  # training flag -> the run function as a DirectCall
 
     def device_scope(self):
@@ -620,16 +623,10 @@ def run_steps(self: Runner, n_steps, start_step, data=None, training=False, isol
 # %% ../nbs/14_runner.ipynb #abd5b0b2
 @patch
 def _one_step(self: Runner, *inputs):
-    """One step from the state variables. `inputs` are the input nodes' values for this
-    step, shared by every minibatch item: one scalar each (`scalar_inputs`) or one
-    vector of them all."""
+    """One step from the state variables. `inputs` holds the input nodes' values for this
+    step (one vector of them all, shared by every minibatch item), or nothing."""
     nodes = []  # each node's values, broadcast over the minibatch by `scatter`
-    if self._scalar_inputs:
-        i = 0
-        for n in self.input_nodes:
-            nodes.append(inputs[i] if n.size == 1 else tf.stack(inputs[i:i + n.size]))
-            i += n.size
-    elif inputs:
+    if inputs:
         sizes = [n.size for n in self.input_nodes]
         nodes = tf.split(inputs[0], sizes) if len(sizes) > 1 else [inputs[0]]
     state, probes = self.timestep(StepContext(False, self.fixed_arrays()), self.read_state(),
@@ -641,59 +638,50 @@ def _one_step(self: Runner, *inputs):
 @patch
 def step_call(self: Runner):
     """The single-step function (a `DirectCall`): no loop and no history buffers, the
-    input nodes' values in, the probe blocks' values out; XLA-compiled where the model
-    allows, like the run function. Traced once, on the first call; where the graph is
-    identical to one an earlier simulator compiled, that compiled function runs with
-    this simulator's variables (`shared_step`). Up to 16 input values travel as separate
-    scalars: TensorFlow makes a scalar tensor from a Python number some twenty times
-    faster than a tensor from an array."""
+    input nodes' values in (one vector), the probe blocks' values out; XLA-compiled where
+    the model allows, like the run function. Traced once, on the first call; where the
+    graph is identical to one an earlier simulator compiled, that compiled function runs
+    with this simulator's variables (`shared_step`)."""
     if self._step_call is None:
-        self._input_size = sum(n.size for n in self.input_nodes)
-        self._scalar_inputs = 0 < self._input_size <= 16
-        if self._scalar_inputs:
-            specs = [tf.TensorSpec((), self.dtype)] * self._input_size
-        else:
-            specs = [tf.TensorSpec((self._input_size,), self.dtype)] if self.input_nodes else []
+        size = sum(n.size for n in self.input_nodes)
+        specs = [tf.TensorSpec((size,), self.dtype)] if self.input_nodes else []
         with self.device_scope():
             self._step_call = shared_step(
                 DirectCall(tf.function(self._one_step, jit_compile=self.jit_compile,
                                        autograph=False), *specs),
                 (self.jit_compile, self.device))
+        mb = self.minibatch_size  # where each probe's value is in the probe blocks
+        self._probe_cuts = [(b, offset, offset + size, (mb, 1) + tsig.shape)
+                            for tsig, (b, offset, size) in zip(self.layout.probe_views,
+                                                                self.layout.probe_places)]
     return self._step_call
 
 
 @patch
 def step(self: Runner, start_step):
     """Run the step after `start_step` through the single-step function, the input nodes
-    computing their own values; returns each probe's value `(mb, 1, *shape)`."""
+    computing their own values; returns each probe's value `(mb, 1, *shape)`. Called for
+    every `Simulator.step`, so it does as little Python as it can: a GUI steps this way."""
     if self.uses_python:
         feed = [np.broadcast_to(np.reshape(n.value(start_step), (1, n.size)),
                                 (self.minibatch_size, n.size)) for n in self.input_nodes]
         blocks = self.call(self.segmented_step, feed)
         return [v[:, None] for v in probe_values(self.layout, blocks)]
-    call = self.step_call()
-    args = []
-    if self._scalar_inputs:
-        for node in self.input_nodes:
-            value = node.value(start_step)
-            if node.size == 1 and not isinstance(value, np.ndarray):
-                args.append(call.tensor(value, self.dtype))
-            else:
-                args.extend(call.tensor(v, self.dtype) for v in np.ravel(value).tolist())
-    elif self.input_nodes:
-        x = np.concatenate([np.ravel(n.value(start_step)) for n in self.input_nodes])
-        args.append(call.tensor(x.astype(np_dtype(self.dtype)), self.dtype))
+    call = self._step_call or self.step_call()
+    nodes, args = self.input_nodes, ()
+    if len(nodes) == 1:
+        x = np.reshape(np.asarray(nodes[0].value(start_step), self._np_dtype), -1)
+        args = (call.tensor(x, self.dtype),)
+    elif nodes:
+        x = np.concatenate([np.ravel(n.value(start_step)) for n in nodes])
+        args = (call.tensor(x.astype(self._np_dtype), self.dtype),)
     if self.device is None:
         outputs = self.call(call, *args)
     else:
         with self.device_scope():
             outputs = self.call(call, *args)
     blocks = [out.numpy() for out in outputs]
-    values = []
-    for tsig, (b, offset, size) in zip(self.layout.probe_views, self.layout.probe_places):
-        values.append(blocks[b][:, offset:offset + size].reshape(
-            (self.minibatch_size, 1) + tsig.shape))
-    return values
+    return [blocks[b][:, lo:hi].reshape(shape) for b, lo, hi, shape in self._probe_cuts]
 
 # %% ../nbs/14_runner.ipynb #7549feb5
 def probe_values(layout, blocks):

@@ -242,14 +242,16 @@ def test_sigint_during_long_runs_commits_whole_chunks():
 
 
 # -- long runs of single steps ----------------------------------------------------------------
-def test_single_steps_do_not_grow_memory():
-    "Each step hands its input values to TensorFlow as NumPy scalars, which it does not keep."
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_single_steps_do_not_grow_memory(dtype):
+    """Each step hands its input values to TensorFlow as NumPy arrays, which it does not keep
+    (a NumPy float64 scalar is a Python float, which it keeps)."""
     def rss_mb():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
     with nengo.Network(seed=0) as net:
-        nengo_dl_nb.configure_settings(keep_history=False)
+        nengo_dl_nb.configure_settings(keep_history=False, dtype=dtype)
         stim = nengo.Node(lambda t: np.sin(t) + 1e-3 * t)  # a new value every step
         ens = nengo.Ensemble(10, 1)
         nengo.Connection(stim, ens)
