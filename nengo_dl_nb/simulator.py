@@ -462,8 +462,10 @@ def step(self: Simulator, **kwargs):
         kwargs.setdefault("progress_bar", False)
         self.run_steps(1, **kwargs)
         return
-    self._check_open("run")  # the fast path: no progress bar, no validation to do
-    self._single_step()
+    if self.closed:
+        raise SimulatorClosed("Cannot run closed Simulator.")
+    with deferred_interrupt():  # the fast path: no progress bar, nothing to validate
+        self._store_probes(1, self.runner.step(self._n_steps))
 
 @patch
 def run_steps(self: Simulator, n_steps, data=None, input_feeds=None, profile=False,
