@@ -471,7 +471,8 @@ class Runner(BaseRunner):
         super().__init__(layout, unroll)
         self.device = device
         with self.device_scope():
-            self.state_vars, self.param_vars, self.constants = make_variables(layout)
+            self._state_vars, self.param_vars, self.constants = make_variables(layout)
+        self._pending = None  # a stepped state not yet stored in the variables (see below)
         self._step_call = None  # the single-step function, once traced (a DirectCall)
         self._np_dtype = np_dtype(self.dtype)
         self._run_calls = {}  # training flag -> the run function as a DirectCall
@@ -479,6 +480,15 @@ class Runner(BaseRunner):
     def device_scope(self):
         "A `tf.device` scope for this runner's device (or none)."
         return tf.device(self.device) if self.device else contextlib.nullcontext()
+
+    @property
+    def state_vars(self):
+        """The state variables (`{key: tf.Variable}`), holding the current state: a state
+        that steps with Python code in them left pending (`segmented_step`) is stored first."""
+        if self._pending is not None:
+            with tf.init_scope():  # (eagerly, also while a function is being traced)
+                self.store_pending()
+        return self._state_vars
 
 # %% ../nbs/14_runner.ipynb #f95c48af
 @patch
@@ -535,7 +545,12 @@ def fixed_arrays(self: BaseRunner, params=None):
 @patch
 def call(self: BaseRunner, fn, *args, **kwargs):
     """`fn(*args, **kwargs)`; where a Python function inside the simulation raised, its own
-    exception is re-raised, and any other TensorFlow failure becomes a `SimulationError`."""
+    exception is re-raised, and any other TensorFlow failure becomes a `SimulationError`.
+    A state left pending by steps with Python code in them is stored first (unless `fn`
+    is one of those steps)."""
+    if getattr(self, "_pending", None) is not None and fn not in (self.segmented_step,
+                                                                   self.run_segmented):
+        self.store_pending()
     del self.python_errors[:]
     try:
         if self.may_compile(fn, args):
@@ -707,11 +722,11 @@ def probe_values(layout, blocks):
 @patch
 def segment_calls(self: Runner, training=False):
     """The compiled parts of a step with Python code in it, as `DirectCall`s (traced on first
-    use): part 0 takes the input nodes' values `(minibatch, size)` and reads the state
-    variables, the others take the state and what the Python group before them wrote;
-    each returns the state and what the Python group after it reads, the part that ends
-    the compiled step the probe blocks too. The last item commits a state to the variables
-    (None when the last part stores it itself)."""
+    use): each takes the state (flat segments) and what comes before it (part 0: the input
+    nodes' values `(minibatch, size)`; the others: what the Python group before them
+    wrote), and returns the new state and what the Python group after it reads; the part
+    that ends the compiled step returns the probe blocks too. No part stores the state:
+    `segmented_step` keeps it."""
     key = ("segments", training)
     if key not in self._run_fns:
         layout, step = self.layout, self.timestep
@@ -722,72 +737,89 @@ def segment_calls(self: Runner, training=False):
         n_state = len(state_specs)
 
         def part(i, *args):
-            state = self.read_state() if i == 0 else tuple(args[:n_state])
-            feed = args if i == 0 else args[n_state:]
             context = StepContext(training, self.fixed_arrays())
-            state, reads, probes = step.run_segment(i, context, state, feed)
-            if i == len(segments) - 1 and segments[i].python is None:
-                self.write_state(state)  # the step ends here: store it
-                return tuple(probes)
+            state, reads, probes = step.run_segment(i, context, args[:n_state], args[n_state:])
             return tuple(state) + tuple(reads) + tuple(probes)
 
         calls = []
         with self.device_scope():
             for i in range(len(segments)):
                 views = step.input_views if i == 0 else segments[i - 1].python.python_writes
-                specs = ([] if i == 0 else state_specs) + [
-                    tf.TensorSpec(v.full_shape, v.dtype) for v in views]
+                specs = state_specs + [tf.TensorSpec(v.full_shape, v.dtype) for v in views]
                 fn = tf.function(lambda *args, i=i: part(i, *args),
                                  jit_compile=self.segment_jit, autograph=False)
                 calls.append(DirectCall(fn, *specs))
-            commit = None
-            if segments[-1].python is not None:  # the step ends with Python: store after it
-                def store(*state):
-                    self.write_state(state)
-                    return tf.constant(0)
-                commit = DirectCall(tf.function(store, autograph=False), *state_specs)
-        self._run_fns[key] = (calls, commit, n_state)
+        self._run_fns[key] = (calls, n_state)
     return self._run_fns[key]
+
+
+@patch
+def store_pending(self: Runner):
+    """Store the state that `segmented_step` left pending in the state variables (one call
+    of a function traced on first use)."""
+    state, self._pending = self._pending, None
+    if "store" not in self._run_fns:
+        def store(*state):
+            self.write_state(state)
+            return tf.constant(0)
+        with self.device_scope():
+            self._run_fns["store"] = DirectCall(
+                tf.function(store, autograph=False),
+                *[tf.TensorSpec(s.shape, s.dtype) for s in state])
+    self._run_fns["store"](*state)
 
 
 @patch
 def segmented_step(self: Runner, feed, training=False):
     """One step through the compiled parts and the Python groups between them; `feed` holds
-    the input nodes' values `(minibatch, size)`. Returns the probe blocks' values."""
-    calls, commit, n_state = self.segment_calls(training)
+    the input nodes' values `(minibatch, size)`. Returns the probe blocks' values.
+
+    The new state is not stored in the variables but kept (`_pending`, tensors where the
+    parts run) and handed to the next step's first part: a GUI stepping a model with
+    plots (Python Nodes at the end of the step) makes one call a step instead of two. If a
+    Python function raises, the state kept is the one before the step, as if the step had
+    not run. Anything else that uses the state (`state_vars`, `call`) stores it first."""
+    calls, n_state = self.segment_calls(training)
     segments = self.timestep.segments
-    tensor = calls[0].tensor
-    outputs = calls[0](*[tensor(np.asarray(v, np_dtype(self.dtype)), self.dtype) for v in feed])
-    probes = []
+    if self._pending is None:
+        self._pending = self.read_state()
+    state = self._pending
+    tensor, np_type = calls[0].tensor, self._np_dtype
+    outputs = calls[0](*state, *[tensor(np.asarray(v, np_type), self.dtype) for v in feed])
     for i, segment in enumerate(segments):
-        last = i == len(segments) - 1
-        if last and segment.python is None:
-            probes = outputs
-            break
         state = outputs[:n_state]
+        if segment.python is None:  # the step ends with this compiled part
+            probes = outputs[n_state:]
+            break
         n_reads = len(segment.python.python_reads)
         reads = outputs[n_state:n_state + n_reads]
-        if last:
-            probes = outputs[n_state + n_reads:]
+        probes = outputs[n_state + n_reads:]
         writes = segment.python.python_step(*[r.numpy() for r in reads])
-        if last:
-            commit(*state)
-        else:
+        if i + 1 < len(segments):
             outputs = calls[i + 1](*state, *[
                 tensor(np.asarray(w, t.dtype.as_numpy_dtype), t.dtype)
                 for w, t in zip(writes, segment.python.python_writes)])
+    self._pending = tuple(state)
     return [p.numpy() for p in probes]
 
 
 @patch
 def run_segmented(self: Runner, n_steps, start_step, data=None, training=False,
                   isolated=False):
-    "`run_steps` for a step with Python code in it: step by step through `segmented_step`."
+    """`run_steps` for a step with Python code in it: step by step through `segmented_step`;
+    where one of them fails, the state is the one before the first."""
     inputs = self.input_values(n_steps, start_step, data, isolated)
     history = []
-    with self.device_scope():
-        for i in range(n_steps):
-            history.append(self.segmented_step([v[:, i] for v in inputs], training))
+    if self._pending is None:
+        self._pending = self.read_state()
+    before = self._pending
+    try:
+        with self.device_scope():
+            for i in range(n_steps):
+                history.append(self.segmented_step([v[:, i] for v in inputs], training))
+    except BaseException:
+        self._pending = before  # a run that fails keeps nothing of its steps
+        raise
     blocks = [np.stack([h[b] for h in history]) for b in range(len(self.layout.probe_blocks))]
     return [np.moveaxis(probe_history(self.layout, blocks, i), 0, 1)
             for i in range(len(self.probes))]

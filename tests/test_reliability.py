@@ -186,6 +186,53 @@ def test_interrupts_inside_a_node_come_out_as_themselves(error):
                                    atol=1e-6)
 
 
+@pytest.mark.parametrize("single_steps", [False, True])
+def test_failed_run_with_python_nodes_keeps_no_state(single_steps):
+    """A Node with an input that raises mid-run (or mid-step) leaves the state (neurons,
+    synapses) as before the run: continuing gives exactly a fresh simulator's output."""
+    fail_at = []
+
+    def model():
+        def watch(t, x):
+            if fail_at and round(t / 0.001) == fail_at[0]:
+                fail_at.clear()
+                raise RuntimeError("once")
+            return x
+
+        with nengo.Network(seed=3) as net:
+            stim = nengo.Node(lambda t: np.sin(10 * t))
+            ens = nengo.Ensemble(20, 1)
+            node = nengo.Node(watch, size_in=1, size_out=1)
+            nengo.Connection(stim, ens)
+            nengo.Connection(ens, node, synapse=0.01)
+            probe = nengo.Probe(ens, synapse=0.005)
+            node_probe = nengo.Probe(node)
+        return net, probe, node_probe
+
+    net, probe, node_probe = model()
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        sim.run_steps(3)
+        fail_at.append(7)
+        with pytest.raises(RuntimeError, match="once"):
+            if single_steps:
+                for _ in range(10):
+                    sim.step()
+            else:
+                sim.run_steps(10)
+        if single_steps:  # steps 4 to 6 were committed one by one; step 7 failed
+            assert sim.n_steps == 6
+            sim.run_steps(4)
+        else:
+            assert sim.n_steps == 3
+            sim.run_steps(7)
+        ours = sim.data[probe], sim.data[node_probe]
+    net, probe, node_probe = model()
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as fresh:
+        fresh.run_steps(10)
+        np.testing.assert_array_equal(ours[0], fresh.data[probe])
+        np.testing.assert_array_equal(ours[1], fresh.data[node_probe])
+
+
 def test_failed_run_leaves_input_streams_as_they_were():
     "A run that fails does not consume the random stream of an input process."
     calls = []
