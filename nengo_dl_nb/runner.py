@@ -475,6 +475,10 @@ class Runner(BaseRunner):
         self._pending = None  # a stepped state not yet stored in the variables (see below)
         self._step_call = None  # the single-step function, once traced (a DirectCall)
         self._np_dtype = np_dtype(self.dtype)
+        mb = self.minibatch_size  # where each probe's value `(mb, 1, ...)` is in the blocks
+        self._probe_cuts = [(b, offset, offset + size, (mb, 1) + tsig.shape)
+                            for tsig, (b, offset, size) in zip(layout.probe_views,
+                                                                layout.probe_places)]
         self._run_calls = {}  # training flag -> the run function as a DirectCall
 
     def device_scope(self):
@@ -675,10 +679,6 @@ def step_call(self: Runner):
                 DirectCall(tf.function(self._one_step, jit_compile=self.jit_compile,
                                        autograph=False), *specs),
                 (self.jit_compile, self.device))
-        mb = self.minibatch_size  # where each probe's value is in the probe blocks
-        self._probe_cuts = [(b, offset, offset + size, (mb, 1) + tsig.shape)
-                            for tsig, (b, offset, size) in zip(self.layout.probe_views,
-                                                                self.layout.probe_places)]
     return self._step_call
 
 
@@ -688,10 +688,11 @@ def step(self: Runner, start_step):
     computing their own values; returns each probe's value `(mb, 1, *shape)`. Called for
     every `Simulator.step`, so it does as little Python as it can: a GUI steps this way."""
     if self.uses_python:
-        feed = [np.broadcast_to(np.reshape(n.value(start_step), (1, n.size)),
-                                (self.minibatch_size, n.size)) for n in self.input_nodes]
+        mb, np_type = self.minibatch_size, self._np_dtype
+        feed = [np.broadcast_to(np.ravel(n.value(start_step)).astype(np_type), (mb, n.size))
+                for n in self.input_nodes]
         blocks = self.call(self.segmented_step, feed)
-        return [v[:, None] for v in probe_values(self.layout, blocks)]
+        return [blocks[b][:, lo:hi].reshape(shape) for b, lo, hi, shape in self._probe_cuts]
     call = self._step_call or self.step_call()
     nodes, np_type, args = self.input_nodes, self._np_dtype, ()
     if len(nodes) == 1:
