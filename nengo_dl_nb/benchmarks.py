@@ -469,9 +469,11 @@ def limit_step(network, dimensions=64, neurons_per_d=64, minibatch_size=1, seed=
 
         def step(state, u):
             v, ref, s_in, acts, W, s_post, s_err, s_rule = state
+            # as nengo orders it: the weights change (last step's error and activities),
+            # then the output reads them; each item has its own weights
+            W = W + (alpha * s_rule)[:, :, None] * acts[:, None, :]
             spikes, v, ref = _limit_lif(tf.matmul(s_in, enc) + bias, v, ref)
-            y = tf.einsum("bdn,bn->bd", W, spikes)  # each item reads its own weights
-            W = W + alpha * s_rule[:, :, None] * acts[:, None, :]
+            y = tf.einsum("bdn,bn->bd", W, spikes)
             state = (v, ref, a5 * s_in + b5 * u, a5 * acts + b5 * spikes, W,
                      a5 * s_post + b5 * y, a5 * s_err + b5 * (s_post - u),
                      a5 * s_rule + b5 * s_err)

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['BaseKey', 'TensorSignal', 'view_indices', 'sparse_coordinates', 'initial_flat', 'int_constant', 'columns', 'reshape',
-           'broadcast_to', 'split', 'join', 'segment_plan', 'SignalDict']
+           'broadcast_to', 'split', 'join', 'segment_plan', 'take_columns', 'layers', 'SignalDict']
 
 # %% ../nbs/04_signals.ipynb #78bf50e7
 import threading
@@ -242,6 +242,32 @@ def _cut(segment, lo, hi):
     "Columns `lo:hi` of a segment tensor (the tensor itself when that is all of it)."
     return segment if lo == 0 and hi == segment.shape[1] else columns(segment, lo, hi)
 
+# %% ../nbs/04_signals.ipynb #6736b9f6
+def take_columns(x, positions):
+    "Columns `positions` (ascending ints) of a 2-d tensor: slices where they run, else a gather."
+    runs = _runs(positions)
+    if len(runs) > 16:
+        return tf.gather(x, tf.constant(np.asarray(positions, np.int32)), axis=1)
+    parts = [_cut(x, lo, hi) for lo, hi in runs]
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
+
+def layers(tsig):
+    """An increment with repeated positions as a sequence of increments without: `[(view,
+    columns)]`, layer `k` holding the `k`-th occurrence of each repeated position (and
+    `columns`, ascending, which elements of the value it adds). Worked out once per view."""
+    if getattr(tsig, "_layers", None) is None:
+        order = np.argsort(tsig.indices, kind="stable")
+        sorted_positions = tsig.indices[order]
+        first = np.r_[True, sorted_positions[1:] != sorted_positions[:-1]]
+        run_start = np.maximum.accumulate(np.where(first, np.arange(tsig.size), 0))
+        occurrence = np.empty(tsig.size, np.int64)
+        occurrence[order] = np.arange(tsig.size) - run_start
+        tsig._layers = []
+        for k in range(int(occurrence.max()) + 1 if tsig.size else 0):
+            cols = np.nonzero(occurrence == k)[0]
+            tsig._layers.append((tsig._new(tsig.indices[cols], (cols.size,)), cols))
+    return tsig._layers
+
 # %% ../nbs/04_signals.ipynb #f481354b
 class SignalDict:
     """The reads and writes of one timestep.
@@ -312,7 +338,11 @@ class SignalDict:
             dst._unique = len(np.unique(dst.indices)) == dst.size
             if mode == "update" and not dst._unique:
                 raise BuildError(f"{dst.label}: repeated indices in a non-increment write")
-        if plan[0] == "runs" and dst._unique:
+        if mode == "inc" and not dst._unique:  # one write per layer (see `layers`)
+            for layer, cols in layers(dst):
+                self.scatter(layer, take_columns(val, cols), mode="inc")
+            return
+        if plan[0] == "runs":
             offset = 0
             for seg, lo, hi in plan[1]:
                 piece = val if len(plan[1]) == 1 else columns(val, offset, offset + hi - lo)
@@ -330,10 +360,7 @@ class SignalDict:
                         parts.append(_cut(old, hi, length))
                     segments[seg] = tf.concat(parts, axis=1)
         else:
-            if plan[0] == "runs":
-                first, last = min(p[0] for p in plan[1]), max(p[0] for p in plan[1])
-            else:
-                _, first, last, _ = plan
+            _, first, last, _ = plan
             local = dst.indices - bounds[first]
             nd = np.stack(np.broadcast_arrays(np.arange(mb)[:, None], local[None, :]), axis=-1)
             block = join(segments[first:last + 1])
