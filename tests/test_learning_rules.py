@@ -231,3 +231,33 @@ def test_pes_with_probed_delta_matches_nengo():
     for p in probes + [p_delta]:
         np.testing.assert_allclose(sim.data[p][0] if sim.data[p].ndim > ref.data[p].ndim
                                    else sim.data[p], ref.data[p], atol=1e-8)
+
+
+def test_large_learned_weights_keep_their_shape_in_the_loop():
+    # a large matrix alone in its segment is carried as (minibatch, rows, columns): XLA
+    # updates it several times faster than as a flat (minibatch, rows * columns) row
+    from nengo_dl_nb.benchmarks import pes_ensemble
+    with nengo_dl_nb.Simulator(pes_ensemble(2, 512), progress_bar=False,
+                               minibatch_size=2) as sim:
+        shapes = [tuple(s.shape) for s in sim.runner.read_state()]
+        assert (2, 2, 1024) in shapes, shapes
+
+
+def test_shaped_weights_with_a_python_node_match_nengo():
+    # the step cut around a Python node passes the shaped segment between its parts
+    from nengo_dl_nb.benchmarks import pes_ensemble
+    net = pes_ensemble(2, 512)
+    with net:
+        nengo_dl_nb.configure_settings(dtype=tf.float64)
+        python = nengo.Node(lambda t, x: 2 * x, size_in=2)
+        nengo.Connection(net.post, python)
+        p = nengo.Probe(python)
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        ref.run_steps(50)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        for _ in range(50):
+            sim.step()
+        assert (1, 2, 1024) in [tuple(s.shape) for s in sim.runner.read_state()]
+    np.testing.assert_allclose(sim.data[p], ref.data[p], atol=1e-8)
+    np.testing.assert_allclose(sim.data[net.p], ref.data[net.p], atol=1e-8)
+    assert np.abs(ref.data[net.p]).max() > 1e-6  # it learned something
