@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['NETWORKS', 'GUI_DEFAULT_MODEL', 'COMMANDS', 'integrator', 'cconv', 'pes', 'pes_ensemble', 'basal_ganglia', 'mnist',
-           'random_network', 'spaun', 'make_network', 'run_profile', 'time_simulator', 'compare', 'measure',
-           'compare_networks', 'limit_step', 'limit_function', 'limit_rate', 'limit_runner', 'limit', 'small',
-           'time_small', 'compare_small', 'summarize_small', 'build_floor', 'cache_child', 'compile_cache_times',
-           'resident_mb', 'history_memory', 'gui_model_path', 'HeadlessPage', 'gui_measure', 'compare_gui',
-           'matmul_vs_reduce', 'split_commands', 'main']
+           'random_network', 'spaun', 'make_network', 'run_profile', 'kernel_times', 'time_simulator', 'compare',
+           'measure', 'compare_networks', 'limit_step', 'limit_function', 'limit_rate', 'limit_runner', 'limit',
+           'small', 'time_small', 'compare_small', 'summarize_small', 'build_floor', 'cache_child',
+           'compile_cache_times', 'resident_mb', 'history_memory', 'gui_model_path', 'HeadlessPage', 'gui_measure',
+           'compare_gui', 'matmul_vs_reduce', 'split_commands', 'main']
 
 # %% ../nbs/40_benchmarks.ipynb #cc4534f9
 import argparse
@@ -284,6 +284,31 @@ def run_profile(sim, train=False, n_steps=150, do_profile=True, reps=1, logdir=N
     result.update(times=times, time=statistics.median(times),
                   steps_per_s=n_steps / statistics.median(times))
     return result
+
+# %% ../nbs/40_benchmarks.ipynb #bee90b1b
+def kernel_times(logdir, top=20):
+    """`[(kernel name, total ms, calls)]` of the compiled-code kernels in the profiler trace
+    under `logdir`, largest total first (at most `top`)."""
+    import collections
+    import glob
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    totals, calls = collections.Counter(), collections.Counter()
+    for path in glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True):
+        space = xplane_pb2.XSpace()
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
+        for plane in space.planes:
+            names = {k: v.name for k, v in plane.event_metadata.items()}
+            for line in plane.lines:
+                if line.name == "python":  # Python-side spans (calls, eager ops), not kernels
+                    continue
+                for event in line.events:
+                    name = names.get(event.metadata_id, "?")
+                    if "Execute" in name or name.startswith(("end: ", "ThreadpoolListener")):
+                        continue
+                    totals[name] += event.duration_ps / 1e9
+                    calls[name] += 1
+    return [(name, ms, calls[name]) for name, ms in totals.most_common(top)]
 
 # %% ../nbs/40_benchmarks.ipynb #21b73ed4
 def time_simulator(make_sim, n_steps, repeats=3):
@@ -1160,6 +1185,8 @@ def _parser():
                    help="only time; do not run the profiler")
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--logdir", default=None, help="where the profiler writes its trace")
+    p.add_argument("--kernels", type=int, default=15,
+                   help="print the N costliest kernels of the trace (0: none)")
     m = sub.add_parser("matmul-vs-reduce", help="time tf.matmul against multiply + reduce_sum")
     m.add_argument("--reps", type=int, default=20)
     c = sub.add_parser("compare", help="time nengo.Simulator and ours on benchmark networks")
@@ -1262,6 +1289,10 @@ def _run_command(args, state):
               f"{result['time']:.4f} s (median of {args.reps}), {result['steps_per_s']:,.0f} steps/s")
         if result["logdir"]:
             print(f"profiler trace written to {result['logdir']}")
+            kernels = kernel_times(result["logdir"], args.kernels) if args.kernels else []
+            for name, ms, n in kernels:
+                print(f"{ms / max(args.n_steps * args.reps, 1):10.4f} ms/step {n:7d} calls  {name}")
+            result["kernels"] = kernels
         return result
     if args.command == "matmul-vs-reduce":
         return matmul_vs_reduce(reps=args.reps)
