@@ -19,6 +19,7 @@ from nengo.builder.processes import SimProcess
 
 from .config import get_setting
 from .graph_optimizer import order_signals, transitive_planner
+from .learning_rule_builders import factor_pes_deltas
 from .signals import BaseKey, TensorSignal, initial_flat, view_indices
 from .tensor_node import TensorNode
 from .utils import np_dtype
@@ -370,6 +371,8 @@ def layout(model, settings):
     """
     operators = [op for op in model.operators if not isinstance(op, SimProbe)]
     operators, inputs = find_inputs(model, operators)
+    # PES without its delta matrix (see learning_rule_builders): same weights, less traffic
+    operators = factor_pes_deltas(operators, [model.sig[p]["in"] for p in model.probes])
     for simplify in settings.simplifications:
         operators = simplify(operators)
     keys, frozen = signal_keys(model, operators, inputs, settings)

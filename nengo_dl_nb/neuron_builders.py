@@ -51,13 +51,19 @@ class TFNeuronBuilder(OpBuilder):
 
     def param(self, name, transform=None):
         """The neuron parameter `name` (optionally `transform`ed, in float64 before the cast
-        to the simulation dtype): a scalar, or a per-neuron row when ensembles differ."""
+        to the simulation dtype): a scalar, or a per-neuron row when ensembles differ.
+
+        It is a NumPy array, not a TensorFlow constant: made here, outside the traced step,
+        a constant would enter the compiled step as an argument, unknown to XLA when it
+        compiles (so `x / tau_rc` stays a division); a NumPy value becomes a constant of
+        the step's own graph, which XLA folds (`x * (1 / tau_rc)`)."""
         values = [np.float64(getattr(op.neurons, name)) for op in self.ops]
         if transform is not None:
             values = [transform(v) for v in values]
+        dtype = self.signals.dtype.as_numpy_dtype
         if all(v == values[0] for v in values):
-            return tf.constant(values[0], dtype=self.signals.dtype)
-        return tf.constant(np.repeat(values, self.sizes)[None], dtype=self.signals.dtype)
+            return np.asarray(values[0], dtype=dtype)
+        return np.repeat(values, self.sizes)[None].astype(dtype)
 
     def build_step(self, signals):
         J = signals.gather(self.J)

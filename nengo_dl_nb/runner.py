@@ -27,6 +27,7 @@ from nengo.exceptions import SimulationError
 from .startup import XLA_CACHE_DIR, cache_load_messages, filtered_stderr, remove_entries_naming
 from .op_builders import GenericOpBuilder, SimPyFuncBuilder, check_output
 from .step import Step, StepContext, flat_state, inner_builder, whole_arrays
+from .signals import segment_shapes
 from .utils import np_dtype
 
 # %% ../nbs/14_runner.ipynb #8ceb5071
@@ -732,9 +733,11 @@ def segment_calls(self: Runner, training=False):
     if key not in self._run_fns:
         layout, step = self.layout, self.timestep
         segments = step.segments
-        state_specs = [tf.TensorSpec((self.minibatch_size, int(hi - lo)), tf.as_dtype(k.dtype))
+        state_specs = [tf.TensorSpec((self.minibatch_size,) + (shape or (int(hi - lo),)),
+                                     tf.as_dtype(k.dtype))
                        for k in layout.state_keys
-                       for lo, hi in zip(layout.bounds(k)[:-1], layout.bounds(k)[1:])]
+                       for lo, hi, shape in zip(layout.bounds(k)[:-1], layout.bounds(k)[1:],
+                                                segment_shapes(layout, k))]
         n_state = len(state_specs)
 
         def part(i, *args):

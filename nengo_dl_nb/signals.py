@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['BaseKey', 'TensorSignal', 'view_indices', 'sparse_coordinates', 'initial_flat', 'int_constant', 'columns', 'reshape',
-           'broadcast_to', 'split', 'join', 'segment_plan', 'SignalDict']
+           'broadcast_to', 'split', 'segment_shapes', 'flat_segment', 'join', 'segment_plan', 'take_columns', 'layers',
+           'SignalDict']
 
 # %% ../nbs/04_signals.ipynb #78bf50e7
 import threading
@@ -197,14 +198,45 @@ def broadcast_to(x, shape):
     return x if _same_shape(x, shape) else tf.broadcast_to(x, shape)
 
 # %% ../nbs/04_signals.ipynb #043dd373
-def split(base, bounds):
-    "A minibatched base array tensor `(mb, n)` as its list of segment tensors."
-    if len(bounds) == 2:
-        return [base]
-    return tf.split(base, np.diff(bounds).tolist(), axis=1)  # one op, not one slice each
+def split(base, bounds, shapes=None):
+    """A minibatched base array tensor `(mb, n)` as its list of segment tensors, each
+    `(mb, width)`, or `(mb,) + shapes[i]` where `shapes` gives one (see `segment_shapes`)."""
+    segments = [base] if len(bounds) == 2 else tf.split(base, np.diff(bounds).tolist(), axis=1)
+    if shapes:
+        segments = [seg if shape is None else reshape(seg, (-1,) + shape)
+                    for seg, shape in zip(segments, shapes)]
+    return segments
+
+def segment_shapes(layout, key, min_size=1024):
+    """For each segment of minibatched base array `key`, the shape its tensor keeps during a
+    run (without the minibatch dimension), or None for `(width,)`: a segment holding exactly
+    one signal of two or more dimensions and at least `min_size` elements keeps that
+    signal's shape. Worked out once per layout."""
+    memo = layout.__dict__.setdefault("_segment_shapes", {})
+    if key not in memo:
+        bounds = layout.bounds(key)
+        starts = {int(lo): i for i, lo in enumerate(bounds[:-1])}
+        shapes = [None] * (len(bounds) - 1)
+        for sig, k in getattr(layout, "keys", {}).items():  # (a stand-in layout may have none)
+            if k != key or len(sig.shape) < 2 or sig.size < min_size:
+                continue
+            span = layout[sig].slice
+            i = starts.get(span[0]) if span is not None else None
+            if i is not None and int(bounds[i + 1]) == span[1]:
+                shapes[i] = tuple(int(d) for d in sig.shape)
+        memo[key] = shapes
+    return memo[key]
+
+def flat_segment(segment):
+    "A segment tensor as `(mb, width)`."
+    return segment if len(segment.shape) == 2 else reshape(segment, (-1, _width(segment)))
+
+def _width(segment):
+    return int(np.prod(segment.shape[1:]))
 
 def join(segments):
     "Segment tensors as one `(mb, n)` tensor."
+    segments = [flat_segment(seg) for seg in segments]
     return segments[0] if len(segments) == 1 else tf.concat(segments, axis=1)
 
 def _runs(indices):
@@ -239,8 +271,35 @@ def segment_plan(tsig, bounds):
     return tsig._plan
 
 def _cut(segment, lo, hi):
-    "Columns `lo:hi` of a segment tensor (the tensor itself when that is all of it)."
-    return segment if lo == 0 and hi == segment.shape[1] else columns(segment, lo, hi)
+    """Columns `lo:hi` of a segment tensor, `(mb, hi - lo)` (the tensor itself, in its own
+    shape, when that is all of it)."""
+    return segment if lo == 0 and hi == _width(segment) else columns(flat_segment(segment), lo, hi)
+
+# %% ../nbs/04_signals.ipynb #6736b9f6
+def take_columns(x, positions):
+    "Columns `positions` (ascending ints) of a 2-d tensor: slices where they run, else a gather."
+    runs = _runs(positions)
+    if len(runs) > 16:
+        return tf.gather(x, tf.constant(np.asarray(positions, np.int32)), axis=1)
+    parts = [_cut(x, lo, hi) for lo, hi in runs]
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
+
+def layers(tsig):
+    """An increment with repeated positions as a sequence of increments without: `[(view,
+    columns)]`, layer `k` holding the `k`-th occurrence of each repeated position (and
+    `columns`, ascending, which elements of the value it adds). Worked out once per view."""
+    if getattr(tsig, "_layers", None) is None:
+        order = np.argsort(tsig.indices, kind="stable")
+        sorted_positions = tsig.indices[order]
+        first = np.r_[True, sorted_positions[1:] != sorted_positions[:-1]]
+        run_start = np.maximum.accumulate(np.where(first, np.arange(tsig.size), 0))
+        occurrence = np.empty(tsig.size, np.int64)
+        occurrence[order] = np.arange(tsig.size) - run_start
+        tsig._layers = []
+        for k in range(int(occurrence.max()) + 1 if tsig.size else 0):
+            cols = np.nonzero(occurrence == k)[0]
+            tsig._layers.append((tsig._new(tsig.indices[cols], (cols.size,)), cols))
+    return tsig._layers
 
 # %% ../nbs/04_signals.ipynb #f481354b
 class SignalDict:
@@ -290,7 +349,7 @@ class SignalDict:
         plan = segment_plan(src, bounds)
         if plan[0] == "runs":
             parts = [_cut(base[seg], lo, hi) for seg, lo, hi in plan[1]]
-            value = parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
+            value = parts[0] if len(parts) == 1 else tf.concat([flat_segment(p) for p in parts], axis=1)
         else:
             _, first, last, local = plan
             value = tf.gather(join(base[first:last + 1]), tf.constant(local), axis=1)
@@ -312,36 +371,39 @@ class SignalDict:
             dst._unique = len(np.unique(dst.indices)) == dst.size
             if mode == "update" and not dst._unique:
                 raise BuildError(f"{dst.label}: repeated indices in a non-increment write")
-        if plan[0] == "runs" and dst._unique:
+        if mode == "inc" and not dst._unique:  # one write per layer (see `layers`)
+            for layer, cols in layers(dst):
+                self.scatter(layer, take_columns(val, cols), mode="inc")
+            return
+        if plan[0] == "runs":
             offset = 0
             for seg, lo, hi in plan[1]:
                 piece = val if len(plan[1]) == 1 else columns(val, offset, offset + hi - lo)
                 offset += hi - lo
                 old = segments[seg]
                 length = bounds[seg + 1] - bounds[seg]
-                if mode == "inc":
-                    piece = piece + _cut(old, lo, hi)
-                if lo == 0 and hi == length:
-                    segments[seg] = piece
+                if lo == 0 and hi == length:  # the whole segment, in its own shape
+                    piece = reshape(piece, (-1,) + tuple(old.shape[1:]))
+                    segments[seg] = piece + old if mode == "inc" else piece
                 else:
+                    if mode == "inc":
+                        piece = piece + _cut(old, lo, hi)
                     parts = [_cut(old, 0, lo)] if lo else []
                     parts.append(piece)
                     if hi < length:
                         parts.append(_cut(old, hi, length))
-                    segments[seg] = tf.concat(parts, axis=1)
+                    segments[seg] = reshape(tf.concat(parts, axis=1), (-1,) + tuple(old.shape[1:]))
         else:
-            if plan[0] == "runs":
-                first, last = min(p[0] for p in plan[1]), max(p[0] for p in plan[1])
-            else:
-                _, first, last, _ = plan
+            _, first, last, _ = plan
             local = dst.indices - bounds[first]
             nd = np.stack(np.broadcast_arrays(np.arange(mb)[:, None], local[None, :]), axis=-1)
             block = join(segments[first:last + 1])
             fn = tf.tensor_scatter_nd_add if mode == "inc" else tf.tensor_scatter_nd_update
             block = fn(block, tf.constant(nd.astype(np.int32)), val)
             for seg in range(first, last + 1):
-                segments[seg] = _cut(block, bounds[seg] - bounds[first],
-                                     bounds[seg + 1] - bounds[first])
+                segments[seg] = reshape(_cut(block, bounds[seg] - bounds[first],
+                                             bounds[seg + 1] - bounds[first]),
+                                        (-1,) + tuple(segments[seg].shape[1:]))
         self.bases[dst.key] = segments
 
     def __repr__(self):

@@ -15,12 +15,14 @@ from fastcore.basics import patch
 
 from .builder import Builder, BuildConfig
 from .op_builders import GenericOpBuilder, SimPyFuncBuilder
-from .signals import SignalDict, join, split
+from .signals import SignalDict, join, segment_shapes, split
 
 # %% ../nbs/13_step.ipynb #e8b266f0
 def flat_state(layout, arrays):
-    "`{key: (mb, n) tensor}` of the state arrays -> the flat tuple of their segments."
-    return tuple(seg for k in layout.state_keys for seg in split(arrays[k], layout.bounds(k)))
+    """`{key: (mb, n) tensor}` of the state arrays -> the flat tuple of their segments (a
+    large matrix alone in its segment keeps its shape: `signals.segment_shapes`)."""
+    return tuple(seg for k in layout.state_keys
+                 for seg in split(arrays[k], layout.bounds(k), segment_shapes(layout, k)))
 
 
 def state_arrays(layout, state):

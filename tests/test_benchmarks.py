@@ -25,6 +25,7 @@ def _run(net, steps, sim_cls, **kwargs):
     ("integrator", dict(dimensions=2, neurons_per_d=8)),
     ("cconv", dict(dimensions=2, neurons_per_d=8)),
     ("pes", dict(dimensions=2, neurons_per_d=8)),
+    ("pes_ensemble", dict(dimensions=2, neurons_per_d=8)),
     ("basal_ganglia", dict(dimensions=2, neurons_per_d=8)),
     ("random_network", dict(dimensions=2, neurons_per_d=4, n_ensembles=4,
                             connections_per_ensemble=2)),
@@ -288,3 +289,34 @@ def test_cli_gui_without_such_model():
     pytest.importorskip("nengo_gui")
     with pytest.raises(ValueError, match="tutorials"):
         benchmarks.main(["gui", "no-such-model"])
+
+
+def test_limit_loop_lif_is_nengos_lif():
+    # the hand-written loop does the neuron update nengo does (to float32 rounding)
+    rng = np.random.RandomState(0)
+    J = rng.uniform(-1, 4, 1000)
+    v, ref = rng.uniform(0, 1, 1000), rng.uniform(-0.002, 0.002, 1000)
+    out, v_ref, ref_ref = np.zeros(1000), v.copy(), ref.copy()
+    nengo.LIF().step(0.001, J, out, v_ref, ref_ref)
+    spikes, v_ours, ref_ours = benchmarks._limit_lif(
+        *(np.float32(x) for x in (J, v, ref)))
+    assert out.any() and not out.all()
+    np.testing.assert_array_equal(spikes.numpy() > 0, out > 0)  # the same neurons spike
+    np.testing.assert_allclose(spikes.numpy(), out, rtol=1e-6)
+    np.testing.assert_allclose(v_ours.numpy(), v_ref, atol=1e-6)
+    np.testing.assert_allclose(ref_ours.numpy(), ref_ref, atol=1e-6)
+
+
+def test_limit_command_and_kernel_times(tmp_path):
+    rows = benchmarks.main(["limit", "--dimensions", "2", "--neurons-per-d", "8",
+                            "--minibatch-sizes", "1", "3", "--n-steps", "20",
+                            "--repeats", "1"])[0]
+    assert [(r["network"], r["minibatch_size"]) for r in rows] == [
+        ("integrator", 1), ("integrator", 3), ("pes_ensemble", 1), ("pes_ensemble", 3)]
+    assert all(r["nengo"] > 0 and r["ours"] > 0 and r["limit"] > 0 for r in rows)
+    with pytest.raises(SystemExit, match="no hand-written loop"):
+        benchmarks.main(["limit", "cconv"])
+    result = benchmarks.run_profile(benchmarks.integrator(2, 8), n_steps=20,
+                                    logdir=str(tmp_path))
+    kernels = benchmarks.kernel_times(result["logdir"])
+    assert kernels and all(ms >= 0 and calls > 0 for _, ms, calls in kernels)

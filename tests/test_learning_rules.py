@@ -9,7 +9,8 @@ import nengo_dl_nb
 from nengo_dl_nb import learning_rule_builders as lrb
 from conftest import run_both
 
-RULE_OPS = {"pes": SimPES, "bcm": SimBCM, "oja": SimOja, "voja": SimVoja, "rls": SimRLS}
+# PES runs as SimPESFactors + OuterInc where its delta is not probed (factor_pes_deltas)
+RULE_OPS = {"pes": (SimPES, lrb.SimPESFactors), "bcm": SimBCM, "oja": SimOja, "voja": SimVoja, "rls": SimRLS}
 
 
 def stim_fn(t):
@@ -195,3 +196,68 @@ def test_rules_at_different_depths_merge_and_match_nengo(rule, seed):
     for p in probes:
         assert np.ptp(ref.data[p]) > 0, p
         np.testing.assert_allclose(sim.data[p], ref.data[p], atol=1e-8, rtol=1e-8, err_msg=str(p))
+
+
+def _graph_op_types(fn):
+    "Every op type in the traced `fn` (a tf.function with an input signature), loop bodies too."
+    graph_def = fn.get_concrete_function().graph.as_graph_def()
+    return ({n.op for n in graph_def.node}
+            | {n.op for f in graph_def.library.function for n in f.node_def})
+
+
+def test_pes_keeps_no_delta_matrix_and_scatters_nothing():
+    # the PES delta (a matrix the size of the weights) is not simulator state; its factors
+    # are; and the merged Copy group that adds into repeated positions (the error node's
+    # inputs) writes slices, not a scatter over the state
+    from nengo_dl_nb.benchmarks import pes_ensemble
+    net = pes_ensemble(2, 8)
+    with nengo_dl_nb.Simulator(net, progress_bar=False, minibatch_size=2) as sim:
+        delta = sim.model.sig[net.conn.learning_rule]["delta"]
+        assert delta.base not in sim.runner.layout.keys
+        kinds = {type(op).__name__ for op in sim.runner.layout.operators}
+        assert {"SimPESFactors", "OuterInc"} <= kinds and "SimPES" not in kinds
+        types = _graph_op_types(sim.runner.run_function())
+        assert not {t for t in types if "Scatter" in t}, types
+
+
+def test_pes_with_probed_delta_matches_nengo():
+    # a probed delta keeps nengo's own operators (the probe reads the matrix)
+    net, probes, _ = learning_net("pes")
+    with net:
+        conn = [c for c in net.all_connections if c.learning_rule_type is not None][0]
+        p_delta = nengo.Probe(conn.learning_rule, "delta")
+    ref, sim = run_both(net, 100, dtype=tf.float64)
+    assert isinstance(native_groups(sim, "pes")[0].ops[0], SimPES)
+    for p in probes + [p_delta]:
+        np.testing.assert_allclose(sim.data[p][0] if sim.data[p].ndim > ref.data[p].ndim
+                                   else sim.data[p], ref.data[p], atol=1e-8)
+
+
+def test_large_learned_weights_keep_their_shape_in_the_loop():
+    # a large matrix alone in its segment is carried as (minibatch, rows, columns): XLA
+    # updates it several times faster than as a flat (minibatch, rows * columns) row
+    from nengo_dl_nb.benchmarks import pes_ensemble
+    with nengo_dl_nb.Simulator(pes_ensemble(2, 512), progress_bar=False,
+                               minibatch_size=2) as sim:
+        shapes = [tuple(s.shape) for s in sim.runner.read_state()]
+        assert (2, 2, 1024) in shapes, shapes
+
+
+def test_shaped_weights_with_a_python_node_match_nengo():
+    # the step cut around a Python node passes the shaped segment between its parts
+    from nengo_dl_nb.benchmarks import pes_ensemble
+    net = pes_ensemble(2, 512)
+    with net:
+        nengo_dl_nb.configure_settings(dtype=tf.float64)
+        python = nengo.Node(lambda t, x: 2 * x, size_in=2)
+        nengo.Connection(net.post, python)
+        p = nengo.Probe(python)
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        ref.run_steps(50)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        for _ in range(50):
+            sim.step()
+        assert (1, 2, 1024) in [tuple(s.shape) for s in sim.runner.read_state()]
+    np.testing.assert_allclose(sim.data[p], ref.data[p], atol=1e-8)
+    np.testing.assert_allclose(sim.data[net.p], ref.data[net.p], atol=1e-8)
+    assert np.abs(ref.data[net.p]).max() > 1e-6  # it learned something

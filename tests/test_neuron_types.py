@@ -300,3 +300,16 @@ def test_random_spiking_mixed_signs_in_one_group():
         se = np.sqrt(np.abs(rates * DT) / steps)
         np.testing.assert_array_less(np.abs(counts.mean(0) - rates * DT), 4 * se + 1e-12)
         assert np.all(np.sign(counts) * np.sign(rates) >= 0)
+
+
+def test_neuron_parameters_are_constants_of_the_compiled_step():
+    # parameters made outside the traced step would enter it as arguments, which XLA
+    # cannot fold (a division by tau_rc stays a division); they are graph constants
+    with nengo.Network(seed=0) as net:
+        ens = nengo.Ensemble(10, 1, neuron_type=nengo.LIF(tau_rc=0.0321, tau_ref=0.0023))
+        nengo.Probe(ens)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        concrete = sim.runner.run_function().get_concrete_function()
+        captured = [t.numpy() for t in concrete.captured_inputs
+                    if t.dtype.is_floating and t.shape.num_elements() == 1]
+        assert not any(np.isclose(v, [0.0321, 0.0023]).any() for v in captured), captured
