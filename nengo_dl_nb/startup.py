@@ -153,9 +153,18 @@ def _processor():
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def xla_cache_subdirectory(root):
-    "Where entries for this TensorFlow on this processor go, inside `root`."
-    return os.path.join(root, f"tf{_tensorflow_version()}-{_processor()}")
+def xla_cache_subdirectory(root, environ=None):
+    """Where entries for this TensorFlow on this processor go, inside `root`; compiler flags
+    set in `XLA_FLAGS` or `TF_XLA_FLAGS` (of `environ`, default `os.environ`) get a
+    directory of their own. The cache's key names the function and its arguments, not the
+    flags it was compiled with: without this, a function compiled once under other flags
+    (a slower code generator, other numerics) would be loaded by every later run."""
+    environ = os.environ if environ is None else environ
+    name = f"tf{_tensorflow_version()}-{_processor()}"
+    flags = " ".join(environ.get(k, "").strip() for k in ("XLA_FLAGS", "TF_XLA_FLAGS"))
+    if flags.strip():
+        name += "-flags" + hashlib.sha256(flags.encode()).hexdigest()[:8]
+    return os.path.join(root, name)
 
 # %% ../nbs/89_startup.ipynb #ab169614
 def _varint(f):
@@ -263,7 +272,7 @@ def prepare_xla_cache(environ=None):
     root = xla_cache_root(environ)
     if root is None:
         return None, None
-    directory = xla_cache_subdirectory(root)
+    directory = xla_cache_subdirectory(root, environ)
     try:
         os.makedirs(directory, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=directory, suffix=".tmp")
