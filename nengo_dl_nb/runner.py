@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['InputNode', 'node_values', 'simulation_loop', 'probe_history', 'canonical_function', 'DirectCall', 'shared_step',
-           'make_variables', 'function_variables', 'BaseRunner', 'Runner', 'probe_values', 'objective_probes',
-           'objective_value', 'apply_gradients', 'trainable_masks', 'element_name']
+           'make_variables', 'function_variables', 'BaseRunner', 'Runner', 'objective_probes', 'objective_value',
+           'apply_gradients', 'trainable_masks', 'element_name']
 
 # %% ../nbs/14_runner.ipynb #f0f17f25
 import contextlib
@@ -715,12 +715,6 @@ def step(self: Runner, start_step):
     return [blocks[b][:, lo:hi].reshape(shape) for b, lo, hi, shape in self._probe_cuts]
 
 # %% ../nbs/14_runner.ipynb #7549feb5
-def probe_values(layout, blocks):
-    "Each probe's value `(minibatch, *shape)`, cut from the probe blocks' values `(minibatch, size)`."
-    return [blocks[b][:, offset:offset + size].reshape((layout.minibatch_size,) + tsig.shape)
-            for tsig, (b, offset, size) in zip(layout.probe_views, layout.probe_places)]
-
-
 @patch
 def segment_calls(self: Runner, training=False):
     """The compiled parts of a step with Python code in it, as `DirectCall`s (traced on first
