@@ -26,7 +26,8 @@ from nengo.exceptions import SimulationError
 
 from .startup import XLA_CACHE_DIR, cache_load_messages, filtered_stderr, remove_entries_naming
 from .op_builders import GenericOpBuilder, SimPyFuncBuilder, check_output
-from .step import Step, StepContext, flat_state, inner_builder, whole_arrays
+from .step import (Step, StepContext, flat_state, inner_builder, packed_specs,
+                              packed_state, unpacked_state, whole_arrays)
 from .signals import segment_shapes
 from .utils import np_dtype
 
@@ -718,26 +719,23 @@ def step(self: Runner, start_step):
 @patch
 def segment_calls(self: Runner, training=False):
     """The compiled parts of a step with Python code in it, as `DirectCall`s (traced on first
-    use): each takes the state (flat segments) and what comes before it (part 0: the input
-    nodes' values `(minibatch, size)`; the others: what the Python group before them
-    wrote), and returns the new state and what the Python group after it reads; the part
-    that ends the compiled step returns the probe blocks too. No part stores the state:
-    `segmented_step` keeps it."""
+    use): each takes the state (packed: `step.packed_state`) and what comes before it
+    (part 0: the input nodes' values `(minibatch, size)`; the others: what the Python group
+    before them wrote), and returns the new state (packed) and what its Python groups read
+    (`Segment.pythons`); the last part returns the probe blocks too. No part stores the
+    state: `segmented_step` keeps it."""
     key = ("segments", training)
     if key not in self._run_fns:
         layout, step = self.layout, self.timestep
         segments = step.segments
-        state_specs = [tf.TensorSpec((self.minibatch_size,) + (shape or (int(hi - lo),)),
-                                     tf.as_dtype(k.dtype))
-                       for k in layout.state_keys
-                       for lo, hi, shape in zip(layout.bounds(k)[:-1], layout.bounds(k)[1:],
-                                                segment_shapes(layout, k))]
+        state_specs = packed_specs(layout)
         n_state = len(state_specs)
 
         def part(i, *args):
             context = StepContext(training, self.fixed_arrays())
-            state, reads, probes = step.run_segment(i, context, args[:n_state], args[n_state:])
-            return tuple(state) + tuple(reads) + tuple(probes)
+            state, reads, probes = step.run_segment(
+                i, context, unpacked_state(layout, args[:n_state]), args[n_state:])
+            return packed_state(layout, state) + tuple(reads) + tuple(probes)
 
         calls = []
         with self.device_scope():
@@ -758,7 +756,7 @@ def store_pending(self: Runner):
     state, self._pending = self._pending, None
     if "store" not in self._run_fns:
         def store(*state):
-            self.write_state(state)
+            self.write_state(unpacked_state(self.layout, state))
             return tf.constant(0)
         with self.device_scope():
             self._run_fns["store"] = DirectCall(
@@ -772,31 +770,31 @@ def segmented_step(self: Runner, feed, training=False):
     """One step through the compiled parts and the Python groups between them; `feed` holds
     the input nodes' values `(minibatch, size)`. Returns the probe blocks' values.
 
-    The new state is not stored in the variables but kept (`_pending`, tensors where the
-    parts run) and handed to the next step's first part: a GUI stepping a model with
-    plots (Python Nodes at the end of the step) makes one call a step instead of two. If a
+    The new state is not stored in the variables but kept (`_pending`, packed tensors where
+    the parts run) and handed to the next step's first part: a GUI stepping a model with
+    plots (Python Nodes that write nothing) makes one call a step. If a
     Python function raises, the state kept is the one before the step, as if the step had
     not run. Anything else that uses the state (`state_vars`, `call`) stores it first."""
     calls, n_state = self.segment_calls(training)
     segments = self.timestep.segments
     if self._pending is None:
-        self._pending = self.read_state()
-    state = self._pending
+        self._pending = packed_state(self.layout, self.read_state())
     tensor, np_type = calls[0].tensor, self._np_dtype
-    outputs = calls[0](*state, *[tensor(np.asarray(v, np_type), self.dtype) for v in feed])
+    outputs = calls[0](*self._pending, *[tensor(np.asarray(v, np_type), self.dtype)
+                                         for v in feed])
+    last = len(segments) - 1
     for i, segment in enumerate(segments):
-        state = outputs[:n_state]
-        if segment.python is None:  # the step ends with this compiled part
-            probes = outputs[n_state:]
+        state, at = outputs[:n_state], n_state
+        for python in segment.pythons:
+            n_reads = len(python.python_reads)
+            writes = python.python_step(*[r.numpy() for r in outputs[at:at + n_reads]])
+            at += n_reads
+        if i == last:
+            probes = outputs[at:]
             break
-        n_reads = len(segment.python.python_reads)
-        reads = outputs[n_state:n_state + n_reads]
-        probes = outputs[n_state + n_reads:]
-        writes = segment.python.python_step(*[r.numpy() for r in reads])
-        if i + 1 < len(segments):
-            outputs = calls[i + 1](*state, *[
-                tensor(np.asarray(w, t.dtype.as_numpy_dtype), t.dtype)
-                for w, t in zip(writes, segment.python.python_writes)])
+        outputs = calls[i + 1](*state, *[
+            tensor(np.asarray(w, t.dtype.as_numpy_dtype), t.dtype)
+            for w, t in zip(writes, segment.python.python_writes)])
     self._pending = tuple(state)
     return [p.numpy() for p in probes]
 
@@ -809,7 +807,7 @@ def run_segmented(self: Runner, n_steps, start_step, data=None, training=False,
     inputs = self.input_values(n_steps, start_step, data, isolated)
     history = []
     if self._pending is None:
-        self._pending = self.read_state()
+        self._pending = packed_state(self.layout, self.read_state())
     before = self._pending
     try:
         with self.device_scope():

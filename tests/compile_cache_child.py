@@ -48,7 +48,8 @@ def compiled_names(runner):
 
 def main(out, model, seeds):
     arrays, report = {}, {"cache": nengo_dl_nb.XLA_CACHE_DIR,
-                          "tf_xla_flags": os.environ.get("TF_XLA_FLAGS"), "models": []}
+                          "tf_xla_flags": os.environ.get("TF_XLA_FLAGS"),
+                          "xla_flags": os.environ.get("XLA_FLAGS"), "models": []}
     for seed in seeds:
         net = MODELS[model]()
         net.seed = seed

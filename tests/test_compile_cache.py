@@ -33,6 +33,7 @@ def start_child(tmp_path, name, cache, *seeds, model="small", extra_env=None, cw
                PYTHONPATH=os.pathsep.join([PACKAGE_ROOT] + [
                    p for p in [os.environ.get("PYTHONPATH")] if p]))
     env.pop("TF_XLA_FLAGS", None)
+    env.pop("XLA_FLAGS", None)  # (this process's import added the kernel order flag)
     env.pop("NENGO_DL_NB_XLA_CACHE", None)
     if cache is not None:
         env["NENGO_DL_NB_XLA_CACHE"] = str(cache)
@@ -227,6 +228,24 @@ def test_other_compiler_flags_get_other_entries(tmp_path):
     assert len({plain, with_xla, with_tf}) == 3
     assert all(os.path.dirname(d) == str(tmp_path) for d in (plain, with_xla, with_tf))
     assert nengo_dl_nb.prepare_xla_cache({**env, "XLA_FLAGS": " "})[0] == plain  # blank: none
+
+
+@pytest.mark.parametrize("model", ["nodes", "integrator"])
+def test_kernel_order_changes_no_output(tmp_path, model):
+    """Importing the package orders XLA's CPU kernels for memory, not concurrency
+    (`startup.kernel_order_flags`), unless `XLA_FLAGS` names the flag; the same kernels in
+    XLA's default order give the same outputs, bit for bit (single steps and a run)."""
+    flag = nengo_dl_nb.startup.KERNEL_ORDER_FLAG
+    ours = start_child(tmp_path, "ours", "off", 1, 2, model=model)
+    default = start_child(tmp_path, "default", "off", 1, 2, model=model,
+                          extra_env={"XLA_FLAGS": f"{flag}=true"})
+    report, outputs, _, _ = finish_child("ours", *ours)
+    report_default, outputs_default, _, _ = finish_child("default", *default)
+    assert report["xla_flags"] == f"{flag}=false"
+    assert report_default["xla_flags"] == f"{flag}=true"  # the user's choice stands
+    assert sorted(outputs) == sorted(outputs_default) == ["seed1", "seed2"]
+    for key in outputs:
+        assert np.array_equal(outputs[key], outputs_default[key]), key
 
 
 def test_default_directory_is_beside_nengos_decoder_cache():

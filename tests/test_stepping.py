@@ -155,3 +155,59 @@ def test_identical_step_graphs_share_one_compiled_function():
     finally:
         for sim in sims:
             sim.close()
+
+
+def sinks_net(seen):
+    """Python Nodes that write nothing (a GUI's plots) around a Node that writes: the sinks
+    read the input, an ensemble's filtered value, and what the writing Node fed on."""
+    def sink(name):
+        return lambda t, x: seen.append((name, round(t, 6), np.array(x, dtype=np.float64)))
+
+    with nengo.Network(seed=1) as net:
+        stim = nengo.Node(lambda t: np.sin(8 * t))
+        a = nengo.Ensemble(30, 1)
+        nengo.Connection(stim, a)
+        square = nengo.Node(lambda t, x: x ** 2, size_in=1)
+        nengo.Connection(a, square, synapse=0.005)
+        b = nengo.Ensemble(30, 1)
+        nengo.Connection(square, b)
+        for name, pre, synapse in (("input", stim, None), ("a", a, 0.01), ("b", b, 0.02),
+                                   ("square", square, None)):
+            node = nengo.Node(sink(name), size_in=1, label=name)
+            nengo.Connection(pre, node, synapse=synapse)
+        net.p = nengo.Probe(b, synapse=0.01)
+    return net
+
+
+@pytest.mark.parametrize("single_steps", [False, True])
+def test_sink_nodes_ride_along_with_the_compiled_parts(single_steps):
+    """Python Nodes that write nothing end no compiled part: the model above is stepped in
+    two compiled calls (around the Node that writes), not one per Python group, and every
+    Node is still called once a step, at nengo's times, with nengo's values."""
+    seen = []
+    net = sinks_net(seen)
+    seen.clear()  # (nengo calls each function once when the Node is made)
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        ref.run_steps(30)
+    expected, seen[:] = list(seen), []
+    with nengo_dl_nb.Simulator(net, progress_bar=False, dtype=tf.float64) as sim:
+        if single_steps:
+            for _ in range(30):
+                sim.step()
+        else:
+            sim.run_steps(30)
+        calls, _ = sim.runner.segment_calls()
+        assert len(calls) == 2  # one Node writes: two compiled parts, whatever the sinks
+        assert sum(len(s.sinks) for s in sim.runner.timestep.segments) >= 1
+        data = sim.data[net.p]
+    # nengo's own order of Nodes that do not depend on each other varies from build to
+    # build: what must hold is a step's calls all before the next step's, each Node once
+    # a step, seeing nengo's values
+    assert [t for _, t, _ in seen] == [t for _, t, _ in expected]
+    assert len(seen) == len(expected) == 4 * 30
+    ours = {(name, t): x for name, t, x in seen}
+    theirs = {(name, t): x for name, t, x in expected}
+    assert ours.keys() == theirs.keys()
+    for key in theirs:
+        assert np.allclose(ours[key], theirs[key], atol=1e-8), key
+    assert np.allclose(data, ref.data[net.p], atol=1e-8)
