@@ -277,21 +277,28 @@ class SimPyFuncBuilder(OpBuilder):
                      and config.step is not None else None)
         self.inputs = [signals[op.x] for op in ops if op.x is not None]
         self.outputs = [signals[op.output] for op in ops if op.output is not None]
+        # what `_step` needs of each operator, looked up once (it runs every step): the
+        # function, whether it takes t, the number of dimensions of its input (None: no
+        # input), its output's size and shape (None: no output)
+        self._calls = tuple(
+            (op.fn, op.t is not None, None if op.x is None else len(op.x.shape),
+             None if op.output is None else (op.output.size, op.output.shape))
+            for op in ops)
 
     def _step(self, step, *xs):
         t = int(np.ravel(step)[0]) * self.dt if self.step is not None else None
         mb = self.config.minibatch_size
         results = [np.zeros(o.full_shape, dtype=self.out_dtype) for o in self.outputs]
         x_iter, out_i = iter(xs), 0
-        for op in self.ops:
-            x = next(x_iter) if op.x is not None else None
+        for fn, takes_t, x_dims, output in self._calls:
+            x = next(x_iter) if x_dims is not None else None
             for b in range(mb):
-                args = () if x is None else (np.array(x[b] if x.ndim > len(op.x.shape) else x,
+                args = () if x is None else (np.array(x[b] if x.ndim > x_dims else x,
                                                       dtype=np.float64),)
-                y = op.fn(t, *args) if op.t is not None else op.fn(*args)
-                if op.output is not None:
-                    results[out_i][b] = check_output(op.fn, y, op.output.size).reshape(op.output.shape)
-            out_i += op.output is not None
+                y = fn(t, *args) if takes_t else fn(*args)
+                if output is not None:
+                    results[out_i][b] = check_output(fn, y, output[0]).reshape(output[1])
+            out_i += output is not None
         return results + [np.int32(0)]
 
     def build_step(self, signals):

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['InputNode', 'node_values', 'simulation_loop', 'probe_history', 'canonical_function', 'DirectCall', 'shared_step',
-           'make_variables', 'function_variables', 'BaseRunner', 'Runner', 'objective_probes', 'objective_value',
-           'apply_gradients', 'trainable_masks', 'element_name']
+           'make_variables', 'function_variables', 'BaseRunner', 'Runner', 'read_plan', 'objective_probes',
+           'objective_value', 'apply_gradients', 'trainable_masks', 'element_name']
 
 # %% ../nbs/14_runner.ipynb #f0f17f25
 import contextlib
@@ -28,7 +28,7 @@ from .startup import XLA_CACHE_DIR, cache_load_messages, filtered_stderr, remove
 from .op_builders import GenericOpBuilder, SimPyFuncBuilder, check_output
 from .step import (Step, StepContext, flat_state, inner_builder, packed_specs,
                               packed_state, unpacked_state, whole_arrays)
-from .signals import segment_shapes
+from .signals import TensorSignal, segment_shapes
 from .utils import np_dtype
 
 # %% ../nbs/14_runner.ipynb #8ceb5071
@@ -716,14 +716,41 @@ def step(self: Runner, start_step):
     return [blocks[b][:, lo:hi].reshape(shape) for b, lo, hi, shape in self._probe_cuts]
 
 # %% ../nbs/14_runner.ipynb #7549feb5
+def read_plan(pythons):
+    """How the values that the Python groups `pythons` (a segment's) read travel out of its
+    compiled part: per group, one signal per base array it reads, gathering all it reads
+    there at once (the group's many small reads would each be a kernel of their own);
+    and per value it reads, `(which, start, stop, shape)`: it is
+    `gathered[which][..., start:stop]`, reshaped, `which` counting the segment's gathers."""
+    gathers, cuts = [], []
+    for python in pythons:
+        by_key = {}
+        for sig in python.python_reads:
+            by_key.setdefault(sig.key, []).append(sig)
+        first, keys = sum(len(g) for g in gathers), list(by_key)
+        gathers.append([TensorSignal(np.concatenate([s.indices for s in sigs]), key,
+                                     sigs[0].dtype, (sum(s.size for s in sigs),),
+                                     sigs[0].minibatch_size, label="python reads")
+                        for key, sigs in by_key.items()])
+        group, sizes = [], dict.fromkeys(keys, 0)
+        for sig in python.python_reads:
+            start = sizes[sig.key]
+            sizes[sig.key] += sig.size
+            group.append((first + keys.index(sig.key), start, start + sig.size, sig.full_shape))
+        cuts.append(group)
+    return gathers, cuts
+
+# %% ../nbs/14_runner.ipynb #646164e9
 @patch
 def segment_calls(self: Runner, training=False):
     """The compiled parts of a step with Python code in it, as `DirectCall`s (traced on first
     use): each takes the state (packed: `step.packed_state`) and what comes before it
     (part 0: the input nodes' values `(minibatch, size)`; the others: what the Python group
     before them wrote), and returns the new state (packed) and what its Python groups read
-    (`Segment.pythons`); the last part returns the probe blocks too. No part stores the
-    state: `segmented_step` keeps it."""
+    (`Segment.pythons`, gathered as `read_plan` says); the last part returns the probe
+    blocks too. No part stores the state: `segmented_step` keeps it. Returns `(calls,
+    n_state, cuts)`: `cuts[i]` is `(number of gathers, per Python group where its values
+    are)` for segment `i` (`read_plan`)."""
     key = ("segments", training)
     if key not in self._run_fns:
         layout, step = self.layout, self.timestep
@@ -731,10 +758,13 @@ def segment_calls(self: Runner, training=False):
         state_specs = packed_specs(layout)
         n_state = len(state_specs)
 
+        plans = [read_plan(segment.pythons) for segment in segments]
+        cuts = [(sum(len(g) for g in gathers), groups) for gathers, groups in plans]
+
         def part(i, *args):
             context = StepContext(training, self.fixed_arrays())
             state, reads, probes = step.run_segment(
-                i, context, unpacked_state(layout, args[:n_state]), args[n_state:])
+                i, context, unpacked_state(layout, args[:n_state]), args[n_state:], plans[i][0])
             return packed_state(layout, state) + tuple(reads) + tuple(probes)
 
         calls = []
@@ -745,7 +775,7 @@ def segment_calls(self: Runner, training=False):
                 fn = tf.function(lambda *args, i=i: part(i, *args),
                                  jit_compile=self.segment_jit, autograph=False)
                 calls.append(DirectCall(fn, *specs))
-        self._run_fns[key] = (calls, n_state)
+        self._run_fns[key] = (calls, n_state, cuts)
     return self._run_fns[key]
 
 
@@ -775,7 +805,7 @@ def segmented_step(self: Runner, feed, training=False):
     plots (Python Nodes that write nothing) makes one call a step. If a
     Python function raises, the state kept is the one before the step, as if the step had
     not run. Anything else that uses the state (`state_vars`, `call`) stores it first."""
-    calls, n_state = self.segment_calls(training)
+    calls, n_state, cuts = self.segment_calls(training)
     segments = self.timestep.segments
     if self._pending is None:
         self._pending = packed_state(self.layout, self.read_state())
@@ -784,13 +814,14 @@ def segmented_step(self: Runner, feed, training=False):
                                          for v in feed])
     last = len(segments) - 1
     for i, segment in enumerate(segments):
-        state, at = outputs[:n_state], n_state
-        for python in segment.pythons:
-            n_reads = len(python.python_reads)
-            writes = python.python_step(*[r.numpy() for r in outputs[at:at + n_reads]])
-            at += n_reads
+        state = outputs[:n_state]
+        n_flat, groups = cuts[i]
+        flat = [t.numpy() for t in outputs[n_state:n_state + n_flat]]
+        for python, group in zip(segment.pythons, groups):
+            writes = python.python_step(*[flat[w][..., a:b].reshape(shape)
+                                          for w, a, b, shape in group])
         if i == last:
-            probes = outputs[at:]
+            probes = outputs[n_state + n_flat:]
             break
         outputs = calls[i + 1](*state, *[
             tensor(np.asarray(w, t.dtype.as_numpy_dtype), t.dtype)

@@ -218,11 +218,12 @@ def segments(self: Step):
 
 
 @patch
-def run_segment(self: Step, i, context, state, feed):
+def run_segment(self: Step, i, context, state, feed, reads=None):
     """Segment `i` of one timestep, from `state` (flat segments) and `feed`: the input nodes'
     values (segment 0) or the values the Python group before it wrote. Returns the new state,
-    the values its Python groups read (`Segment.pythons`' `python_reads`, in order), and,
-    from the last segment, the probe blocks' values (else an empty list)."""
+    the values its Python groups read (`Segment.pythons`' `python_reads`, in order, or, per
+    group, the signals `reads` gives for it), and, from the last segment, the probe blocks'
+    values (else an empty list)."""
     layout, segments = self.layout, self.segments
     segment = segments[i]
     bases = state_arrays(layout, state)
@@ -231,14 +232,15 @@ def run_segment(self: Step, i, context, state, feed):
     targets = self.input_views if i == 0 else segments[i - 1].python.python_writes
     for tsig, values in zip(targets, feed):
         signals.scatter(tsig, values)
+    wanted = iter(reads if reads is not None else [p.python_reads for p in segment.pythons])
     reads, done = [], 0
     for position, sink in segment.sinks:
         self.builder.build(signals, segment.groups[done:position])
-        reads.extend(signals.gather(t) for t in sink.python_reads)
+        reads.extend(signals.gather(t) for t in next(wanted))
         done = position
     self.builder.build(signals, segment.groups[done:])
     if segment.python is not None:
-        reads.extend(signals.gather(t) for t in segment.python.python_reads)
+        reads.extend(signals.gather(t) for t in next(wanted))
     probes = probe_blocks(layout, signals) if i == len(segments) - 1 else []
     new_state = tuple(seg for k in layout.state_keys for seg in signals.bases[k])
     return new_state, reads, probes
