@@ -690,10 +690,18 @@ def step(self: Runner, start_step):
     computing their own values; returns each probe's value `(mb, 1, *shape)`. Called for
     every `Simulator.step`, so it does as little Python as it can: a GUI steps this way."""
     if self.uses_python:
-        mb, np_type = self.minibatch_size, self._np_dtype
-        feed = [np.broadcast_to(np.ravel(n.value(start_step)).astype(np_type), (mb, n.size))
-                for n in self.input_nodes]
-        blocks = self.call(self.segmented_step, feed)
+        nodes, feed = self.input_nodes, None
+        if nodes:
+            feed = (np.asarray(nodes[0].value(start_step), self._np_dtype).reshape(1, -1)
+                    if len(nodes) == 1 else np.concatenate(
+                        [np.ravel(n.value(start_step)) for n in nodes]).astype(
+                            self._np_dtype).reshape(1, -1))
+            if self.minibatch_size > 1:
+                feed = np.broadcast_to(feed, (self.minibatch_size, feed.shape[1]))
+        try:  # (`self.call`'s work, less what these steps do not need)
+            blocks = self.segmented_step(feed)
+        except tf.errors.OpError as e:
+            raise SimulationError(f"TensorFlow failed while simulating: {e.message}") from e
         return [blocks[b][:, lo:hi].reshape(shape) for b, lo, hi, shape in self._probe_cuts]
     call = self._step_call or self.step_call()
     nodes, np_type, args = self.input_nodes, self._np_dtype, ()
@@ -745,8 +753,8 @@ def read_plan(pythons):
 def segment_calls(self: Runner, training=False):
     """The compiled parts of a step with Python code in it, as `DirectCall`s (traced on first
     use): each takes the state (packed: `step.packed_state`) and what comes before it
-    (part 0: the input nodes' values `(minibatch, size)`; the others: what the Python group
-    before them wrote), and returns the new state (packed) and what its Python groups read
+    (part 0: the input nodes' values, one array `(minibatch, total size)`; the others: what
+    the Python group before them wrote), and returns the new state (packed) and what its Python groups read
     (`Segment.pythons`, gathered as `read_plan` says); the last part returns the probe
     blocks too. No part stores the state: `segmented_step` keeps it. Returns `(calls,
     n_state, cuts)`: `cuts[i]` is `(number of gathers, per Python group where its values
@@ -761,17 +769,26 @@ def segment_calls(self: Runner, training=False):
         plans = [read_plan(segment.pythons) for segment in segments]
         cuts = [(sum(len(g) for g in gathers), groups) for gathers, groups in plans]
 
+        widths = [int(v.full_shape[1]) for v in step.input_views]
+
         def part(i, *args):
             context = StepContext(training, self.fixed_arrays())
+            feed = args[n_state:]
+            if i == 0 and len(widths) > 1:  # the input nodes' values come as one array
+                feed = tf.split(feed[0], widths, axis=1)
             state, reads, probes = step.run_segment(
-                i, context, unpacked_state(layout, args[:n_state]), args[n_state:], plans[i][0])
+                i, context, unpacked_state(layout, args[:n_state]), feed, plans[i][0])
             return packed_state(layout, state) + tuple(reads) + tuple(probes)
 
         calls = []
         with self.device_scope():
             for i in range(len(segments)):
-                views = step.input_views if i == 0 else segments[i - 1].python.python_writes
-                specs = state_specs + [tf.TensorSpec(v.full_shape, v.dtype) for v in views]
+                if i == 0:
+                    specs = state_specs + ([tf.TensorSpec((self.minibatch_size, sum(widths)),
+                                                          self.dtype)] if widths else [])
+                else:
+                    specs = state_specs + [tf.TensorSpec(v.full_shape, v.dtype)
+                                           for v in segments[i - 1].python.python_writes]
                 fn = tf.function(lambda *args, i=i: part(i, *args),
                                  jit_compile=self.segment_jit, autograph=False)
                 calls.append(DirectCall(fn, *specs))
@@ -798,7 +815,8 @@ def store_pending(self: Runner):
 @patch
 def segmented_step(self: Runner, feed, training=False):
     """One step through the compiled parts and the Python groups between them; `feed` holds
-    the input nodes' values `(minibatch, size)`. Returns the probe blocks' values.
+    the input nodes' values (one array `(minibatch, total size)` of the simulator's dtype,
+    or None without input nodes). Returns the probe blocks' values.
 
     The new state is not stored in the variables but kept (`_pending`, packed tensors where
     the parts run) and handed to the next step's first part: a GUI stepping a model with
@@ -809,9 +827,11 @@ def segmented_step(self: Runner, feed, training=False):
     segments = self.timestep.segments
     if self._pending is None:
         self._pending = packed_state(self.layout, self.read_state())
-    tensor, np_type = calls[0].tensor, self._np_dtype
-    outputs = calls[0](*self._pending, *[tensor(np.asarray(v, np_type), self.dtype)
-                                         for v in feed])
+    tensor = calls[0].tensor
+    if feed is None:
+        outputs = calls[0](*self._pending)
+    else:
+        outputs = calls[0](*self._pending, tensor(feed, self.dtype))
     last = len(segments) - 1
     for i, segment in enumerate(segments):
         state = outputs[:n_state]
@@ -836,6 +856,7 @@ def run_segmented(self: Runner, n_steps, start_step, data=None, training=False,
     """`run_steps` for a step with Python code in it: step by step through `segmented_step`;
     where one of them fails, the state is the one before the first."""
     inputs = self.input_values(n_steps, start_step, data, isolated)
+    inputs = np.concatenate(inputs, axis=2).astype(self._np_dtype) if inputs else None
     history = []
     if self._pending is None:
         self._pending = packed_state(self.layout, self.read_state())
@@ -843,7 +864,8 @@ def run_segmented(self: Runner, n_steps, start_step, data=None, training=False,
     try:
         with self.device_scope():
             for i in range(n_steps):
-                history.append(self.segmented_step([v[:, i] for v in inputs], training))
+                history.append(self.segmented_step(
+                    None if inputs is None else inputs[:, i], training))
     except BaseException:
         self._pending = before  # a run that fails keeps nothing of its steps
         raise
