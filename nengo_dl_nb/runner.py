@@ -851,10 +851,56 @@ def segmented_step(self: Runner, feed, training=False):
 
 
 @patch
+def sink_run_call(self: Runner, training=False):
+    """For a step whose Python groups all write nothing (one segment: plots, sinks), a
+    compiled loop of up to `chunk_size` steps (a `DirectCall`, traced on first use). It
+    takes the number of steps, the state (packed) and the input nodes' values `(minibatch,
+    chunk_size, total size)`, and returns the new state (packed), the probe blocks'
+    histories and, per step, what the Python groups read (`read_plan`'s gathers):
+    `run_segmented` calls them afterwards, step by step, with those values."""
+    key = ("sink run", training)
+    if key not in self._run_fns:
+        layout, step, mb = self.layout, self.timestep, self.minibatch_size
+        gathers = read_plan(step.segments[0].pythons)[0]
+        flat = [g for group in gathers for g in group]
+        state_specs = packed_specs(layout)
+        n_state, length = len(state_specs), self.chunk_size
+        widths = [int(v.full_shape[1]) for v in step.input_views]
+
+        def run(n, *args):
+            context = StepContext(training, self.fixed_arrays())
+            arrays = tuple(tf.TensorArray(t.dtype, size=length, element_shape=(mb,) + t.shape)
+                           for t in layout.probe_blocks) + tuple(
+                tf.TensorArray(g.dtype, size=length, element_shape=g.full_shape) for g in flat)
+
+            def body(i, state, arrays):
+                feed = (tf.split(args[n_state][:, i], widths, axis=1) if len(widths) > 1
+                        else [args[n_state][:, i]] if widths else [])
+                new, reads, probes = step.run_segment(0, context, unpacked_state(layout, state),
+                                                      feed, gathers)
+                arrays = tuple(a.write(i, v) for a, v in zip(arrays, list(probes) + list(reads)))
+                return i + 1, packed_state(layout, new), arrays
+
+            _, state, arrays = tf.while_loop(lambda i, s, a: i < n, body,
+                                             (tf.constant(0), tuple(args[:n_state]), arrays))
+            return tuple(state) + tuple(a.stack() for a in arrays)
+
+        specs = [tf.TensorSpec((), tf.int32)] + state_specs + (
+            [tf.TensorSpec((mb, length, sum(widths)), self.dtype)] if widths else [])
+        with self.device_scope():
+            self._run_fns[key] = DirectCall(
+                tf.function(run, jit_compile=self.segment_jit, autograph=False), *specs)
+    return self._run_fns[key]
+
+
+@patch
 def run_segmented(self: Runner, n_steps, start_step, data=None, training=False,
                   isolated=False):
-    """`run_steps` for a step with Python code in it: step by step through `segmented_step`;
-    where one of them fails, the state is the one before the first."""
+    """`run_steps` for a step with Python code in it: step by step through `segmented_step`,
+    or, where its Python groups all write nothing, in compiled loops of up to `chunk_size`
+    steps (`sink_run_call`) with the Python groups called after each loop, step by step,
+    in the plan's order, with the values they read at each step. Where a step fails, the
+    state is the one before the run."""
     inputs = self.input_values(n_steps, start_step, data, isolated)
     inputs = np.concatenate(inputs, axis=2).astype(self._np_dtype) if inputs else None
     history = []
@@ -863,15 +909,50 @@ def run_segmented(self: Runner, n_steps, start_step, data=None, training=False,
     before = self._pending
     try:
         with self.device_scope():
-            for i in range(n_steps):
-                history.append(self.segmented_step(
-                    None if inputs is None else inputs[:, i], training))
+            if len(self.timestep.segments) == 1 and n_steps > 1:
+                blocks = self._sink_runs(n_steps, inputs, training)
+            else:
+                for i in range(n_steps):
+                    history.append(self.segmented_step(
+                        None if inputs is None else inputs[:, i], training))
+                blocks = [np.stack([h[b] for h in history])
+                          for b in range(len(self.layout.probe_blocks))]
     except BaseException:
         self._pending = before  # a run that fails keeps nothing of its steps
         raise
-    blocks = [np.stack([h[b] for h in history]) for b in range(len(self.layout.probe_blocks))]
     return [np.moveaxis(probe_history(self.layout, blocks, i), 0, 1)
             for i in range(len(self.probes))]
+
+
+@patch
+def _sink_runs(self: Runner, n_steps, inputs, training):
+    """`n_steps` steps of a step whose Python groups write nothing, in loops of up to
+    `chunk_size` (`sink_run_call`); leaves the new state pending once every Python call
+    has returned. Returns the probe blocks' histories `(steps, minibatch, size)`."""
+    call = self.sink_run_call(training)
+    _, n_state, cuts = self.segment_calls(training)
+    n_gathers, groups = cuts[0]
+    pythons, n_blocks = self.timestep.segments[0].pythons, len(self.layout.probe_blocks)
+    length, state, blocks = self.chunk_size, self._pending, [[] for _ in range(n_blocks)]
+    for start in range(0, n_steps, length):
+        n = min(length, n_steps - start)
+        args = [tf.constant(n, tf.int32), *state]
+        if inputs is not None:
+            chunk = np.zeros((self.minibatch_size, length, inputs.shape[2]), self._np_dtype)
+            chunk[:, :n] = inputs[:, start:start + n]
+            args.append(call.tensor(chunk, self.dtype))
+        outputs = call(*args)
+        state = outputs[:n_state]
+        values = [t.numpy()[:n] for t in outputs[n_state:]]
+        for b in range(n_blocks):
+            blocks[b].append(values[b])
+        reads = values[n_blocks:]
+        for i in range(n):
+            for python, group in zip(pythons, groups):
+                python.python_step(*[reads[w][i][..., a:b].reshape(shape)
+                                     for w, a, b, shape in group])
+    self._pending = tuple(state)
+    return [np.concatenate(b) for b in blocks]
 
 # %% ../nbs/14_runner.ipynb #b30daa29
 def objective_probes(objective):

@@ -211,3 +211,67 @@ def test_sink_nodes_ride_along_with_the_compiled_parts(single_steps):
     for key in theirs:
         assert np.allclose(ours[key], theirs[key], atol=1e-8), key
     assert np.allclose(data, ref.data[net.p], atol=1e-8)
+
+
+def reading_net(seen, fail_at=None):
+    """Python Nodes that only read (one the input, one an ensemble's filtered value); the
+    second raises once at step `fail_at[0]`, if given."""
+    def sink(name):
+        def function(t, x):
+            if name == "a" and fail_at and round(t / 0.001) == fail_at[0]:
+                fail_at.clear()
+                raise RuntimeError("once")
+            seen.append((name, round(t, 6), np.array(x, dtype=np.float64)))
+        return function
+
+    with nengo.Network(seed=2) as net:
+        stim = nengo.Node(lambda t: np.sin(6 * t))
+        a = nengo.Ensemble(25, 1)
+        nengo.Connection(stim, a)
+        for name, pre, synapse in (("input", stim, None), ("a", a, 0.01)):
+            nengo.Connection(pre, nengo.Node(sink(name), size_in=1, label=name), synapse=synapse)
+        net.p = nengo.Probe(a, synapse=0.01)
+    return net
+
+
+def test_runs_of_a_model_whose_python_nodes_only_read_are_compiled_loops():
+    """Where every Python Node only reads, a run is one compiled loop and the Nodes are
+    called after it, step by step: each once a step, at nengo's times, with nengo's values."""
+    seen = []
+    net = reading_net(seen)
+    seen.clear()
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        ref.run_steps(40)
+    expected, seen[:] = list(seen), []
+    with nengo_dl_nb.Simulator(net, progress_bar=False, dtype=tf.float64) as sim:
+        sim.run_steps(25)
+        sim.step()
+        sim.run_steps(14)
+        assert ("sink run", False) in sim.runner._run_fns  # (runs went through the loop)
+        data = sim.data[net.p]
+    assert [t for _, t, _ in seen] == [t for _, t, _ in expected] and len(seen) == 80
+    ours = {(name, t): x for name, t, x in seen}
+    theirs = {(name, t): x for name, t, x in expected}
+    assert ours.keys() == theirs.keys()
+    for key in theirs:
+        assert np.allclose(ours[key], theirs[key], atol=1e-8), key
+    assert np.allclose(data, ref.data[net.p], atol=1e-8)
+
+
+def test_failed_loop_of_reading_nodes_keeps_no_state():
+    """A reading Node that raises in the middle of a run's loop leaves the state as before
+    the run: going on gives exactly what a simulator that never failed gives."""
+    fail_at = [12]
+    net = reading_net([], fail_at)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+        sim.run_steps(5)
+        with pytest.raises(RuntimeError, match="once"):
+            sim.run_steps(10)
+        assert sim.n_steps == 5
+        sim.run_steps(10)
+        ours = sim.data[net.p]
+    net = reading_net([])
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as fresh:
+        fresh.run_steps(15)
+        assert ("sink run", False) in fresh.runner._run_fns
+        assert np.array_equal(ours, fresh.data[net.p])
