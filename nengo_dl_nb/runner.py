@@ -28,7 +28,7 @@ from .startup import XLA_CACHE_DIR, cache_load_messages, filtered_stderr, remove
 from .op_builders import GenericOpBuilder, SimPyFuncBuilder, check_output
 from .step import (Step, StepContext, flat_state, inner_builder, packed_specs,
                               packed_state, unpacked_state, whole_arrays)
-from .signals import TensorSignal, segment_shapes
+from .signals import TensorSignal
 from .utils import np_dtype
 
 # %% ../nbs/14_runner.ipynb #8ceb5071
