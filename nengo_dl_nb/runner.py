@@ -757,8 +757,8 @@ def segment_calls(self: Runner, training=False):
     the Python group before them wrote), and returns the new state (packed) and what its Python groups read
     (`Segment.pythons`, gathered as `read_plan` says); the last part returns the probe
     blocks too. No part stores the state: `segmented_step` keeps it. Returns `(calls,
-    n_state, cuts)`: `cuts[i]` is `(number of gathers, per Python group where its values
-    are)` for segment `i` (`read_plan`)."""
+    n_state, cuts)`: `cuts[i]` is `(number of gathers, [(Python group, where its values
+    are)])` for segment `i` (`read_plan`)."""
     key = ("segments", training)
     if key not in self._run_fns:
         layout, step = self.layout, self.timestep
@@ -767,7 +767,8 @@ def segment_calls(self: Runner, training=False):
         n_state = len(state_specs)
 
         plans = [read_plan(segment.pythons) for segment in segments]
-        cuts = [(sum(len(g) for g in gathers), groups) for gathers, groups in plans]
+        cuts = [(sum(len(g) for g in gathers), list(zip(segment.pythons, groups)))
+                for segment, (gathers, groups) in zip(segments, plans)]
 
         widths = [int(v.full_shape[1]) for v in step.input_views]
 
@@ -835,9 +836,9 @@ def segmented_step(self: Runner, feed, training=False):
     last = len(segments) - 1
     for i, segment in enumerate(segments):
         state = outputs[:n_state]
-        n_flat, groups = cuts[i]
+        n_flat, pythons = cuts[i]
         flat = [t.numpy() for t in outputs[n_state:n_state + n_flat]]
-        for python, group in zip(segment.pythons, groups):
+        for python, group in pythons:
             writes = python.python_step(*[flat[w][..., a:b].reshape(shape)
                                           for w, a, b, shape in group])
         if i == last:
@@ -931,8 +932,8 @@ def _sink_runs(self: Runner, n_steps, inputs, training):
     has returned. Returns the probe blocks' histories `(steps, minibatch, size)`."""
     call = self.sink_run_call(training)
     _, n_state, cuts = self.segment_calls(training)
-    n_gathers, groups = cuts[0]
-    pythons, n_blocks = self.timestep.segments[0].pythons, len(self.layout.probe_blocks)
+    _, pythons = cuts[0]
+    n_blocks = len(self.layout.probe_blocks)
     length, state, blocks = self.chunk_size, self._pending, [[] for _ in range(n_blocks)]
     for start in range(0, n_steps, length):
         n = min(length, n_steps - start)
@@ -948,7 +949,7 @@ def _sink_runs(self: Runner, n_steps, inputs, training):
             blocks[b].append(values[b])
         reads = values[n_blocks:]
         for i in range(n):
-            for python, group in zip(pythons, groups):
+            for python, group in pythons:
                 python.python_step(*[reads[w][i][..., a:b].reshape(shape)
                                      for w, a, b, shape in group])
     self._pending = tuple(state)

@@ -157,6 +157,18 @@ def test_identical_step_graphs_share_one_compiled_function():
             sim.close()
 
 
+def assert_same_calls(seen, expected, n_calls):
+    """Our Nodes' calls `(name, t, x)` against nengo's: nengo's own order of Nodes that do not
+    depend on each other varies from build to build, so what must hold is a step's calls
+    all before the next step's, each Node called once a step, seeing nengo's values."""
+    assert [t for _, t, _ in seen] == [t for _, t, _ in expected] and len(seen) == n_calls
+    ours = {(name, t): x for name, t, x in seen}
+    theirs = {(name, t): x for name, t, x in expected}
+    assert ours.keys() == theirs.keys()
+    for key in theirs:
+        assert np.allclose(ours[key], theirs[key], atol=1e-8), key
+
+
 def sinks_net(seen):
     """Python Nodes that write nothing (a GUI's plots) around a Node that writes: the sinks
     read the input, an ensemble's filtered value, and what the writing Node fed on."""
@@ -200,16 +212,7 @@ def test_sink_nodes_ride_along_with_the_compiled_parts(single_steps):
         assert len(calls) == 2  # one Node writes: two compiled parts, whatever the sinks
         assert sum(len(s.sinks) for s in sim.runner.timestep.segments) >= 1
         data = sim.data[net.p]
-    # nengo's own order of Nodes that do not depend on each other varies from build to
-    # build: what must hold is a step's calls all before the next step's, each Node once
-    # a step, seeing nengo's values
-    assert [t for _, t, _ in seen] == [t for _, t, _ in expected]
-    assert len(seen) == len(expected) == 4 * 30
-    ours = {(name, t): x for name, t, x in seen}
-    theirs = {(name, t): x for name, t, x in expected}
-    assert ours.keys() == theirs.keys()
-    for key in theirs:
-        assert np.allclose(ours[key], theirs[key], atol=1e-8), key
+    assert_same_calls(seen, expected, 4 * 30)
     assert np.allclose(data, ref.data[net.p], atol=1e-8)
 
 
@@ -249,12 +252,7 @@ def test_runs_of_a_model_whose_python_nodes_only_read_are_compiled_loops():
         sim.run_steps(14)
         assert ("sink run", False) in sim.runner._run_fns  # (runs went through the loop)
         data = sim.data[net.p]
-    assert [t for _, t, _ in seen] == [t for _, t, _ in expected] and len(seen) == 80
-    ours = {(name, t): x for name, t, x in seen}
-    theirs = {(name, t): x for name, t, x in expected}
-    assert ours.keys() == theirs.keys()
-    for key in theirs:
-        assert np.allclose(ours[key], theirs[key], atol=1e-8), key
+    assert_same_calls(seen, expected, 2 * 40)
     assert np.allclose(data, ref.data[net.p], atol=1e-8)
 
 
