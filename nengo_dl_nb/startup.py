@@ -317,7 +317,8 @@ def xla_flags(flag):
             os.environ["TF_XLA_FLAGS"] = before
 
 
-if tensorflow_started():
+_started_before = tensorflow_started()  # (by the user: then their flags stand)
+if _started_before:
     XLA_CACHE_DIR, _flag = None, None
 else:
     os.environ.update(kernel_order_flags(os.environ))
