@@ -202,7 +202,9 @@ def test_sink_nodes_ride_along_with_the_compiled_parts(single_steps):
     with nengo.Simulator(net, progress_bar=False) as ref:
         ref.run_steps(30)
     expected, seen[:] = list(seen), []
-    with nengo_dl_nb.Simulator(net, progress_bar=False, dtype=tf.float64) as sim:
+    with net:
+        nengo_dl_nb.configure_settings(dtype=tf.float64)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         if single_steps:
             for _ in range(30):
                 sim.step()
@@ -246,7 +248,9 @@ def test_runs_of_a_model_whose_python_nodes_only_read_are_compiled_loops():
     with nengo.Simulator(net, progress_bar=False) as ref:
         ref.run_steps(40)
     expected, seen[:] = list(seen), []
-    with nengo_dl_nb.Simulator(net, progress_bar=False, dtype=tf.float64) as sim:
+    with net:
+        nengo_dl_nb.configure_settings(dtype=tf.float64)
+    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         sim.run_steps(25)
         sim.step()
         sim.run_steps(14)
