@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['InputNode', 'node_values', 'simulation_loop', 'probe_history', 'canonical_function', 'DirectCall', 'shared_step',
-           'make_variables', 'function_variables', 'BaseRunner', 'Runner', 'read_plan', 'objective_probes',
-           'objective_value', 'apply_gradients', 'trainable_masks', 'element_name']
+           'make_variables', 'function_variables', 'BaseRunner', 'Runner', 'read_plan', 'input_feed',
+           'objective_probes', 'objective_value', 'apply_gradients', 'trainable_masks', 'element_name']
 
 # %% ../nbs/14_runner.ipynb #f0f17f25
 import contextlib
@@ -685,33 +685,36 @@ def step_call(self: Runner):
 
 
 @patch
+def input_vector(self: Runner, start_step):
+    """The input nodes' values for the step after `start_step`, drawn now, as one vector of
+    the simulator's dtype (None without input nodes): what either kind of step takes."""
+    nodes, np_type = self.input_nodes, self._np_dtype
+    if len(nodes) == 1:
+        value = nodes[0].value(start_step)  # a number (not an array) where it gives one
+        return (np.ravel(value).astype(np_type) if isinstance(value, np.ndarray)
+                else np.array((value,), np_type))
+    if nodes:
+        return np.concatenate([np.ravel(n.value(start_step)) for n in nodes]).astype(np_type)
+    return None
+
+
+@patch
 def step(self: Runner, start_step):
     """Run the step after `start_step` through the single-step function, the input nodes
     computing their own values; returns each probe's value `(mb, 1, *shape)`. Called for
     every `Simulator.step`, so it does as little Python as it can: a GUI steps this way."""
+    x = self.input_vector(start_step)
     if self.uses_python:
-        nodes, feed = self.input_nodes, None
-        if nodes:
-            feed = (np.asarray(nodes[0].value(start_step), self._np_dtype).reshape(1, -1)
-                    if len(nodes) == 1 else np.concatenate(
-                        [np.ravel(n.value(start_step)) for n in nodes]).astype(
-                            self._np_dtype).reshape(1, -1))
-            if self.minibatch_size > 1:
-                feed = np.broadcast_to(feed, (self.minibatch_size, feed.shape[1]))
+        mb = self.minibatch_size
+        feed = None if x is None else (x.reshape(1, -1) if mb == 1 else
+                                       np.broadcast_to(x, (mb, x.size)))
         try:  # (`self.call`'s work, less what these steps do not need)
             blocks = self.segmented_step(feed)
         except tf.errors.OpError as e:
             raise SimulationError(f"TensorFlow failed while simulating: {e.message}") from e
         return [blocks[b][:, lo:hi].reshape(shape) for b, lo, hi, shape in self._probe_cuts]
     call = self._step_call or self.step_call()
-    nodes, np_type, args = self.input_nodes, self._np_dtype, ()
-    if len(nodes) == 1:
-        value = nodes[0].value(start_step)  # a number (not an array) where it gives one
-        args = (call.argument(np.ravel(value).astype(np_type) if isinstance(value, np.ndarray)
-                              else np.array((value,), np_type)),)
-    elif nodes:
-        x = np.concatenate([np.ravel(n.value(start_step)) for n in nodes])
-        args = (call.argument(x.astype(np_type)),)
+    args = () if x is None else (call.argument(x),)
     try:  # (no Python code runs inside this function: `self.call`'s work is not needed)
         if self.device is None:
             outputs = call(*args)
@@ -750,6 +753,26 @@ def read_plan(pythons):
 
 # %% ../nbs/14_runner.ipynb #646164e9
 @patch
+def read_plans(self: Runner):
+    """Per segment of the step (`Step.segments`): the signals its compiled part gathers for
+    its Python groups, how many, and each Python group paired with where its values are
+    (`read_plan`). Worked out once."""
+    if "read plans" not in self._run_fns:
+        plans = []
+        for segment in self.timestep.segments:
+            gathers, groups = read_plan(segment.pythons)
+            plans.append((gathers, sum(len(g) for g in gathers),
+                          list(zip(segment.pythons, groups))))
+        self._run_fns["read plans"] = plans
+    return self._run_fns["read plans"]
+
+
+def input_feed(values, widths):
+    "The input views' values, `(minibatch, width)` each, from one array of them all."
+    return tf.split(values, widths, axis=1) if len(widths) > 1 else [values]
+
+
+@patch
 def segment_calls(self: Runner, training=False):
     """The compiled parts of a step with Python code in it, as `DirectCall`s (traced on first
     use): each takes the state (packed: `step.packed_state`) and what comes before it
@@ -757,8 +780,7 @@ def segment_calls(self: Runner, training=False):
     the Python group before them wrote), and returns the new state (packed) and what its Python groups read
     (`Segment.pythons`, gathered as `read_plan` says); the last part returns the probe
     blocks too. No part stores the state: `segmented_step` keeps it. Returns `(calls,
-    n_state, cuts)`: `cuts[i]` is `(number of gathers, [(Python group, where its values
-    are)])` for segment `i` (`read_plan`)."""
+    n_state)`."""
     key = ("segments", training)
     if key not in self._run_fns:
         layout, step = self.layout, self.timestep
@@ -766,17 +788,14 @@ def segment_calls(self: Runner, training=False):
         state_specs = packed_specs(layout)
         n_state = len(state_specs)
 
-        plans = [read_plan(segment.pythons) for segment in segments]
-        cuts = [(sum(len(g) for g in gathers), list(zip(segment.pythons, groups)))
-                for segment, (gathers, groups) in zip(segments, plans)]
-
+        plans = self.read_plans()
         widths = [int(v.full_shape[1]) for v in step.input_views]
 
         def part(i, *args):
             context = StepContext(training, self.fixed_arrays())
             feed = args[n_state:]
-            if i == 0 and len(widths) > 1:  # the input nodes' values come as one array
-                feed = tf.split(feed[0], widths, axis=1)
+            if i == 0 and widths:  # the input nodes' values come as one array
+                feed = input_feed(feed[0], widths)
             state, reads, probes = step.run_segment(
                 i, context, unpacked_state(layout, args[:n_state]), feed, plans[i][0])
             return packed_state(layout, state) + tuple(reads) + tuple(probes)
@@ -793,7 +812,7 @@ def segment_calls(self: Runner, training=False):
                 fn = tf.function(lambda *args, i=i: part(i, *args),
                                  jit_compile=self.segment_jit, autograph=False)
                 calls.append(DirectCall(fn, *specs))
-        self._run_fns[key] = (calls, n_state, cuts)
+        self._run_fns[key] = (calls, n_state)
     return self._run_fns[key]
 
 
@@ -824,7 +843,8 @@ def segmented_step(self: Runner, feed, training=False):
     plots (Python Nodes that write nothing) makes one call a step. If a
     Python function raises, the state kept is the one before the step, as if the step had
     not run. Anything else that uses the state (`state_vars`, `call`) stores it first."""
-    calls, n_state, cuts = self.segment_calls(training)
+    calls, n_state = self.segment_calls(training)
+    plans = self.read_plans()
     segments = self.timestep.segments
     if self._pending is None:
         self._pending = packed_state(self.layout, self.read_state())
@@ -836,7 +856,7 @@ def segmented_step(self: Runner, feed, training=False):
     last = len(segments) - 1
     for i, segment in enumerate(segments):
         state = outputs[:n_state]
-        n_flat, pythons = cuts[i]
+        _, n_flat, pythons = plans[i]
         flat = [t.numpy() for t in outputs[n_state:n_state + n_flat]]
         for python, group in pythons:
             writes = python.python_step(*[flat[w][..., a:b].reshape(shape)
@@ -862,7 +882,7 @@ def sink_run_call(self: Runner, training=False):
     key = ("sink run", training)
     if key not in self._run_fns:
         layout, step, mb = self.layout, self.timestep, self.minibatch_size
-        gathers = read_plan(step.segments[0].pythons)[0]
+        gathers = self.read_plans()[0][0]
         flat = [g for group in gathers for g in group]
         state_specs = packed_specs(layout)
         n_state, length = len(state_specs), self.chunk_size
@@ -875,8 +895,7 @@ def sink_run_call(self: Runner, training=False):
                 tf.TensorArray(g.dtype, size=length, element_shape=g.full_shape) for g in flat)
 
             def body(i, state, arrays):
-                feed = (tf.split(args[n_state][:, i], widths, axis=1) if len(widths) > 1
-                        else [args[n_state][:, i]] if widths else [])
+                feed = input_feed(args[n_state][:, i], widths) if widths else []
                 new, reads, probes = step.run_segment(0, context, unpacked_state(layout, state),
                                                       feed, gathers)
                 arrays = tuple(a.write(i, v) for a, v in zip(arrays, list(probes) + list(reads)))
@@ -931,8 +950,8 @@ def _sink_runs(self: Runner, n_steps, inputs, training):
     `chunk_size` (`sink_run_call`); leaves the new state pending once every Python call
     has returned. Returns the probe blocks' histories `(steps, minibatch, size)`."""
     call = self.sink_run_call(training)
-    _, n_state, cuts = self.segment_calls(training)
-    _, pythons = cuts[0]
+    _, _, pythons = self.read_plans()[0]
+    n_state = len(self._pending)
     n_blocks = len(self.layout.probe_blocks)
     length, state, blocks = self.chunk_size, self._pending, [[] for _ in range(n_blocks)]
     for start in range(0, n_steps, length):

@@ -157,6 +157,22 @@ def test_identical_step_graphs_share_one_compiled_function():
             sim.close()
 
 
+def nengo_calls(make_net, n_steps):
+    """`(net, seen, expected, data)`: a net made by `make_net(seen)`, set to float64 for
+    ours, the calls its Nodes made in `n_steps` of `nengo.Simulator` and its probe `p`'s
+    data there; `seen` is emptied, for our simulator's calls."""
+    seen = []
+    net = make_net(seen)
+    seen.clear()  # (nengo calls each function once when the Node is made)
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        ref.run_steps(n_steps)
+    expected = list(seen)
+    seen.clear()
+    with net:
+        nengo_dl_nb.configure_settings(dtype=tf.float64)
+    return net, seen, expected, ref.data[net.p]
+
+
 def assert_same_calls(seen, expected, n_calls):
     """Our Nodes' calls `(name, t, x)` against nengo's: nengo's own order of Nodes that do not
     depend on each other varies from build to build, so what must hold is a step's calls
@@ -196,14 +212,7 @@ def test_sink_nodes_ride_along_with_the_compiled_parts(single_steps):
     """Python Nodes that write nothing end no compiled part: the model above is stepped in
     two compiled calls (around the Node that writes), not one per Python group, and every
     Node is still called once a step, at nengo's times, with nengo's values."""
-    seen = []
-    net = sinks_net(seen)
-    seen.clear()  # (nengo calls each function once when the Node is made)
-    with nengo.Simulator(net, progress_bar=False) as ref:
-        ref.run_steps(30)
-    expected, seen[:] = list(seen), []
-    with net:
-        nengo_dl_nb.configure_settings(dtype=tf.float64)
+    net, seen, expected, ref_data = nengo_calls(sinks_net, 30)
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         if single_steps:
             for _ in range(30):
@@ -215,7 +224,7 @@ def test_sink_nodes_ride_along_with_the_compiled_parts(single_steps):
         assert sum(len(s.sinks) for s in sim.runner.timestep.segments) >= 1
         data = sim.data[net.p]
     assert_same_calls(seen, expected, 4 * 30)
-    assert np.allclose(data, ref.data[net.p], atol=1e-8)
+    assert np.allclose(data, ref_data, atol=1e-8)
 
 
 def reading_net(seen, fail_at=None):
@@ -242,14 +251,7 @@ def reading_net(seen, fail_at=None):
 def test_runs_of_a_model_whose_python_nodes_only_read_are_compiled_loops():
     """Where every Python Node only reads, a run is one compiled loop and the Nodes are
     called after it, step by step: each once a step, at nengo's times, with nengo's values."""
-    seen = []
-    net = reading_net(seen)
-    seen.clear()
-    with nengo.Simulator(net, progress_bar=False) as ref:
-        ref.run_steps(40)
-    expected, seen[:] = list(seen), []
-    with net:
-        nengo_dl_nb.configure_settings(dtype=tf.float64)
+    net, seen, expected, ref_data = nengo_calls(reading_net, 40)
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         sim.run_steps(25)
         sim.step()
@@ -257,7 +259,7 @@ def test_runs_of_a_model_whose_python_nodes_only_read_are_compiled_loops():
         assert ("sink run", False) in sim.runner._run_fns  # (runs went through the loop)
         data = sim.data[net.p]
     assert_same_calls(seen, expected, 2 * 40)
-    assert np.allclose(data, ref.data[net.p], atol=1e-8)
+    assert np.allclose(data, ref_data, atol=1e-8)
 
 
 def test_failed_loop_of_reading_nodes_keeps_no_state():
