@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['NETWORKS', 'GUI_DEFAULT_MODEL', 'COMMANDS', 'integrator', 'cconv', 'pes', 'pes_ensemble', 'basal_ganglia', 'mnist',
            'random_network', 'spaun', 'make_network', 'run_profile', 'kernel_times', 'time_simulator', 'compare',
-           'measure', 'compare_networks', 'limit_step', 'limit_function', 'limit_rate', 'limit_runner', 'limit',
-           'small', 'time_small', 'compare_small', 'summarize_small', 'build_floor', 'cache_child',
-           'compile_cache_times', 'resident_mb', 'history_memory', 'gui_model_path', 'HeadlessPage', 'gui_measure',
-           'compare_gui', 'matmul_vs_reduce', 'split_commands', 'main']
+           'measure', 'compare_networks', 'limit_step', 'limit_function', 'limit_rate', 'limit_runner',
+           'default_order_child', 'DefaultOrderLoop', 'limit', 'small', 'time_small', 'compare_small',
+           'summarize_small', 'build_floor', 'cache_child', 'compile_cache_times', 'resident_mb', 'history_memory',
+           'gui_model_path', 'HeadlessPage', 'gui_measure', 'compare_gui', 'matmul_vs_reduce', 'split_commands', 'main']
 
 # %% ../nbs/40_benchmarks.ipynb #cc4534f9
 import argparse
@@ -553,16 +553,98 @@ def limit_runner(network, dimensions, neurons_per_d, minibatch_size, n_steps):
     return run
 
 # %% ../nbs/40_benchmarks.ipynb #fa2c6225
+def default_order_child():
+    """The child of `DefaultOrderLoop`: reads commands from stdin, one a line, and answers
+    each on stdout: `loop NAME D NPD MB STEPS` builds and compiles that loop (`READY`),
+    `run` runs it once (`RATE item-steps/s`)."""
+    run = None
+    print("READY " + os.environ.get("XLA_FLAGS", ""), flush=True)  # the flags it runs under
+    for line in sys.stdin:
+        words = line.split()
+        if words[:1] == ["loop"]:
+            name, d, npd, mb, steps = words[1], *map(int, words[2:6])
+            run = limit_runner(name, d, npd, mb, steps)
+            run()  # traces and compiles
+            print("READY", flush=True)
+        elif words[:1] == ["run"]:
+            print(f"RATE {run()!r}", flush=True)
+
+
+class DefaultOrderLoop:
+    """The hand-written loops (`limit_runner`) in a child process under XLA's default kernel
+    order (`xla_flags`: the child's `XLA_FLAGS`). `load(network, dimensions, neurons_per_d, minibatch_size, n_steps)` prepares a
+    loop; calling the object runs it once and returns its item-steps/s. `close()` ends the
+    child (so does leaving a `with` block)."""
+
+    def __init__(self):
+        import nengo_dl_nb
+        from nengo_dl_nb.startup import KERNEL_ORDER_FLAG
+        root = os.path.dirname(os.path.dirname(os.path.abspath(nengo_dl_nb.__file__)))
+        flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if KERNEL_ORDER_FLAG not in f]
+        env = {**os.environ, "XLA_FLAGS": " ".join(flags + [f"{KERNEL_ORDER_FLAG}=true"]),
+               "TF_CPP_MIN_LOG_LEVEL": "2",
+               "PYTHONPATH": os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        self.proc = subprocess.Popen([sys.executable, "-m", "nengo_dl_nb.benchmarks",
+                                      "_default_order_child"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, env=env)
+        self.xla_flags = self._answer("READY")
+
+    def _answer(self, word):
+        for line in self.proc.stdout:
+            if line.startswith(word):
+                return line[len(word):].strip()
+        raise RuntimeError(f"the default-order loop's process ended (exit code "
+                           f"{self.proc.wait()}) before answering {word}")
+
+    def _ask(self, command, word):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._answer(word)
+
+    def load(self, network, dimensions, neurons_per_d, minibatch_size, n_steps):
+        self._ask(f"loop {network} {dimensions} {neurons_per_d} {minibatch_size} {n_steps}",
+                  "READY")
+
+    def __call__(self):
+        return float(self._ask("run", "RATE"))
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+# %% ../nbs/40_benchmarks.ipynb #913dd08d
 def limit(networks=("integrator", "pes_ensemble"), dimensions=None, neurons_per_d=None,
-          minibatch_sizes=(1, 64), n_steps=None, repeats=3, file=None):
-    """Item-steps/s of nengo.Simulator, ours and the hand-written loop (`limit_rate`) on each
-    of `networks`, at each of `minibatch_sizes`; prints a table and returns its rows (dicts).
-    `n_steps` defaults to about a second of our simulator's run at the full sizes."""
-    import nengo_dl_nb
+          minibatch_sizes=(1, 64), n_steps=None, repeats=3, file=None, default_order=True):
+    """Item-steps/s of nengo.Simulator, ours and the hand-written loop (`limit_runner`) on
+    each of `networks`, at each of `minibatch_sizes`, the loop both here and (unless
+    `default_order` is False) in a `DefaultOrderLoop`; the limit is the faster. Prints a
+    table and returns its rows (dicts). `n_steps` defaults to about a second of our
+    simulator's run at the full sizes."""
     file = sys.stdout if file is None else file
     rows = []
-    print(f"{'network':<14}{'mb':>4}{'nengo':>10}{'ours':>10}{'limit':>10}{'ours/nengo':>12}"
-          f"{'ours/limit':>12}", file=file)
+    child = DefaultOrderLoop() if default_order else None
+    print(f"{'network':<14}{'mb':>4}{'nengo':>10}{'ours':>10}{'loop':>10}{'loop, XLA order':>17}"
+          f"{'ours/nengo':>12}{'ours/limit':>12}", file=file)
+    try:
+        _limit_rows(networks, dimensions, neurons_per_d, minibatch_sizes, n_steps, repeats,
+                    file, child, rows)
+    finally:
+        if child is not None:
+            child.close()
+    return rows
+
+
+def _limit_rows(networks, dimensions, neurons_per_d, minibatch_sizes, n_steps, repeats, file,
+                child, rows):
+    import nengo_dl_nb
     for name in networks:
         fn = NETWORKS[name]
         defaults = inspect.signature(fn).parameters
@@ -584,22 +666,28 @@ def limit(networks=("integrator", "pes_ensemble"), dimensions=None, neurons_per_
             sim.run_steps(10)
             loop = limit_runner(name, d, npd, mb, steps)
             loop()
-            rates = {"nengo": [], "ours": [], "limit": []}
+            if child is not None:
+                child.load(name, d, npd, mb, steps)
+            rates = {"nengo": [], "ours": [], "loop": [], "loop_default_order": []}
             for _ in range(repeats):
                 for key, s, items in (("nengo", ref, 1), ("ours", sim, mb)):
                     start = time.perf_counter()
                     s.run_steps(steps)
                     rates[key].append(steps * items / (time.perf_counter() - start))
-                rates["limit"].append(loop())
+                rates["loop"].append(loop())
+                if child is not None:
+                    rates["loop_default_order"].append(child())
             sim.close()
             row = dict(network=name, minibatch_size=mb,
-                       **{k: statistics.median(v) for k, v in rates.items()})
+                       **{k: statistics.median(v) if v else None for k, v in rates.items()})
+            row["limit"] = max(r for r in (row["loop"], row["loop_default_order"]) if r)
             rows.append(row)
+            other = row["loop_default_order"]
             print(f"{name:<14}{mb:>4}{row['nengo']:>10,.0f}{row['ours']:>10,.0f}"
-                  f"{row['limit']:>10,.0f}{row['ours'] / row['nengo']:>11.1f}x"
+                  f"{row['loop']:>10,.0f}{'-' if other is None else f'{other:,.0f}':>17}"
+                  f"{row['ours'] / row['nengo']:>11.1f}x"
                   f"{row['ours'] / row['limit']:>11.0%}", file=file, flush=True)
         ref.close()
-    return rows
 
 # %% ../nbs/40_benchmarks.ipynb #06752d81
 def _sink(t, x):
@@ -1132,7 +1220,7 @@ def matmul_vs_reduce(shapes=((1, 64, 64), (64, 16, 16), (64, 64, 64), (256, 8, 6
 
 # %% ../nbs/40_benchmarks.ipynb #ae7321e3
 COMMANDS = ("build", "profile", "matmul-vs-reduce", "compare", "limit", "small", "gui", "history",
-            "_measure", "compile-cache", "_cache_child")
+            "_measure", "compile-cache", "_cache_child", "_default_order_child")
 
 def _kwarg(text):
     key, sep, value = text.partition("=")
@@ -1209,6 +1297,9 @@ def _parser():
                     nargs="+", default=[1, 64])
     li.add_argument("--n-steps", "--n_steps", dest="n_steps", type=int, default=None)
     li.add_argument("--repeats", type=int, default=3)
+    li.add_argument("--no-default-order", dest="default_order", action="store_false",
+                    help="do not also time the loop in a child process under XLA's default "
+                    "kernel order")
     s = sub.add_parser("small", help="time step() and run() on a small model in both simulators, and where "
                        "the first build's time goes")
     s.add_argument("--repeats", type=int, default=3)
@@ -1235,6 +1326,7 @@ def _parser():
     k.add_argument("--models", type=_models, default=("small", "integrator"),
                    help="comma-separated, e.g. --models=small (with '=': `small` is a command)")
     k.add_argument("--repeats", type=int, default=3)
+    sub.add_parser("_default_order_child")  # the process of a DefaultOrderLoop
     kc = sub.add_parser("_cache_child")  # one process of compile-cache
     kc.add_argument("--model", required=True, choices=["small", "integrator"])
     h = sub.add_parser("_measure")  # one simulator on one network, for compare (fresh process)
@@ -1305,8 +1397,11 @@ def _run_command(args, state):
         if unknown:
             raise SystemExit(f"limit: no hand-written loop for {sorted(unknown)}; "
                              "there are: integrator, pes_ensemble")
-        return limit(args.network or ("integrator", "pes_ensemble"), args.dimensions, args.neurons_per_d, args.minibatch_sizes,
-                     args.n_steps, args.repeats)
+        return limit(args.network or ("integrator", "pes_ensemble"), args.dimensions,
+                     args.neurons_per_d, args.minibatch_sizes, args.n_steps, args.repeats,
+                     default_order=args.default_order)
+    if args.command == "_default_order_child":
+        return default_order_child()
     if args.command == "small":
         results = []
         for k in args.nodes:

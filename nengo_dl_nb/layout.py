@@ -191,10 +191,10 @@ def write_blocks(plan, views, inputs):
 
 def segment_bounds(size, blocks):
     "Cut positions `0..size` so that each of `blocks` (position arrays) covers whole segments."
-    from nengo_dl_nb.signals import _runs
+    from nengo_dl_nb.signals import _runs, distinct_ascending
     cuts = {0, size}
     for positions in blocks:
-        for start, stop in _runs(np.unique(positions)):
+        for start, stop in _runs(distinct_ascending(positions)):
             cuts.update((start, stop))
     return np.array(sorted(cuts), dtype=np.int64)
 

@@ -279,35 +279,70 @@ def _unbroadcast(grad, shape):
     return tf.reshape(tf.reduce_sum(grad, axes), shape)
 
 
-@tf.custom_gradient
-def _soft_lif_rate(J, sigma, tau_rc, tau_ref, amplitude):
+def _soft_lif_forward(J, sigma, tau_rc, tau_ref, amplitude):
+    "`(rate, parts)`: the smoothed LIF rate, and the intermediate values its gradient uses."
     x = (J - 1) / sigma
-    zeros, ones = tf.zeros_like(x), tf.ones_like(x)
     far = x < FAR_BELOW
-    near_x = tf.where(far, zeros, x)  # the far branch never evaluates the softplus
+    near_x = tf.where(far, tf.zeros_like(x), x)  # the far branch never evaluates the softplus
     softplus = tf.maximum(near_x, 0) + tf.math.log1p(tf.exp(-tf.abs(near_x)))
-    j_s = tf.where(far, zeros, sigma * softplus)  # (negligible against 1 where far)
+    j_s = tf.where(far, tf.zeros_like(x), sigma * softplus)  # (negligible against 1 where far)
     log_term = tf.where(far, -tf.math.log(sigma) - x, tf.math.log1p(1 / (sigma * softplus)))
     denom = tau_ref + tau_rc * log_term
-    rate = amplitude / denom
+    return amplitude / denom, (x, far, near_x, softplus, j_s, log_term, denom)
 
-    def grad(upstream):
-        ratio = tf.where(far, ones, tf.sigmoid(near_x) / softplus)
-        slope = tf.where(x > -FAR_BELOW, zeros, 1 - x * ratio)  # 1 - x r(x)
-        inv_denom = 1 / denom
-        inv_denom2 = tf.square(inv_denom)
-        common = amplitude * tau_rc * inv_denom2 / (sigma * (1 + j_s))
-        live = tf.math.is_finite(denom)  # elsewhere the rate is 0, flat in everything
 
-        def masked(g):
-            return tf.where(live, upstream * g, zeros)
-        return (_unbroadcast(masked(common * ratio), tf.shape(J)),
-                _unbroadcast(masked(common * slope), tf.shape(sigma)),
-                _unbroadcast(masked(-amplitude * log_term * inv_denom2), tf.shape(tau_rc)),
-                _unbroadcast(masked(-amplitude * inv_denom2), tf.shape(tau_ref)),
-                _unbroadcast(masked(inv_denom + zeros), tf.shape(amplitude)))
+def _soft_lif_gradients(upstream, J, sigma, tau_rc, tau_ref, amplitude, parts):
+    "The gradients of `upstream . rate` with respect to the five inputs (the formulas above)."
+    x, far, near_x, softplus, j_s, log_term, denom = parts
+    zeros = tf.zeros_like(x)
+    ratio = tf.where(far, tf.ones_like(x), tf.sigmoid(near_x) / softplus)
+    slope = tf.where(x > -FAR_BELOW, zeros, 1 - x * ratio)  # 1 - x r(x)
+    inv_denom = 1 / denom
+    inv_denom2 = tf.square(inv_denom)
+    common = amplitude * tau_rc * inv_denom2 / (sigma * (1 + j_s))
+    live = tf.math.is_finite(denom)  # elsewhere the rate is 0, flat in everything
 
-    return rate, grad
+    def masked(g):
+        return tf.where(live, upstream * g, zeros)
+    return (_unbroadcast(masked(common * ratio), tf.shape(J)),
+            _unbroadcast(masked(common * slope), tf.shape(sigma)),
+            _unbroadcast(masked(-amplitude * log_term * inv_denom2), tf.shape(tau_rc)),
+            _unbroadcast(masked(-amplitude * inv_denom2), tf.shape(tau_ref)),
+            _unbroadcast(masked(inv_denom + zeros), tf.shape(amplitude)))
+
+
+@tf.custom_gradient
+def _soft_lif_rate_eager(J, sigma, tau_rc, tau_ref, amplitude):
+    rate, parts = _soft_lif_forward(J, sigma, tau_rc, tau_ref, amplitude)
+    return rate, lambda upstream: _soft_lif_gradients(upstream, J, sigma, tau_rc, tau_ref,
+                                                      amplitude, parts)
+
+
+_SOFT_LIF_GRADIENT = "NengoDlNbSoftLIFRate"
+
+
+def _soft_lif_rate_gradient(op, upstream, *unused):
+    "The gradient of the `IdentityN` that `_soft_lif_rate_graph` puts out: none for its rate."
+    inputs = op.inputs[1:]
+    return (None,) + _soft_lif_gradients(upstream, *inputs, _soft_lif_forward(*inputs)[1])
+
+
+try:  # once per process (a notebook run again in one process finds it registered)
+    tf.RegisterGradient(_SOFT_LIF_GRADIENT)(_soft_lif_rate_gradient)
+except KeyError:
+    pass
+
+
+def _soft_lif_rate_graph(J, sigma, tau_rc, tau_ref, amplitude):
+    from tensorflow.python.eager import record
+    inputs = [J, sigma, tau_rc, tau_ref, amplitude]
+    rate, parts = _soft_lif_forward(*inputs)
+    with tf.compat.v1.get_default_graph().gradient_override_map({"IdentityN": _SOFT_LIF_GRADIENT}):
+        outputs = tf.identity_n([rate] + inputs)
+    # a gradient tape does not look at the override: it is told (on itself, not globally)
+    record.record_operation("SoftLIFRate", outputs, [rate] + inputs, lambda upstream, *_: (
+        None,) + _soft_lif_gradients(upstream, *inputs, parts))
+    return outputs[0]
 
 
 def soft_lif_rate(J, sigma=1.0, tau_rc=0.02, tau_ref=0.002, amplitude=1.0):
@@ -317,8 +352,9 @@ def soft_lif_rate(J, sigma=1.0, tau_rc=0.02, tau_ref=0.002, amplitude=1.0):
     if not J.dtype.is_floating:
         J = tf.cast(J, tf.keras.backend.floatx())
     # (`dtype_hint`: a Python float must not pass through float32 on its way to float64)
-    return _soft_lif_rate(J, *(tf.cast(tf.convert_to_tensor(p, dtype_hint=J.dtype), J.dtype)
-                               for p in (sigma, tau_rc, tau_ref, amplitude)))
+    rate = _soft_lif_rate_eager if tf.executing_eagerly() else _soft_lif_rate_graph
+    return rate(J, *(tf.cast(tf.convert_to_tensor(p, dtype_hint=J.dtype), J.dtype)
+                     for p in (sigma, tau_rc, tau_ref, amplitude)))
 
 # %% ../nbs/08_neuron_builders.ipynb #b51059f3
 @Builder.register(SoftLIFRate)

@@ -1049,7 +1049,15 @@ def apply_gradients(optimizer, grads, variables, masks=()):
              for g, m in itertools.zip_longest(grads, masks[:len(grads)])]
     grads = [g if m is None else g * m for g, m in zip(grads, masks)]
     kept = [(v, m, v.read_value()) for v, m in zip(variables, masks) if m is not None]
-    optimizer.apply_gradients(zip(grads, variables))
+    if tf.inside_function() and not tf.distribute.has_strategy():
+        # One replica: the update runs in the default strategy's cross-replica context, so
+        # Keras does not all-reduce the gradients (an identity here). Traced, that all-reduce
+        # registers a gradient function in TensorFlow's process-wide registry, which keeps
+        # the whole training graph alive: every model trained in a process stayed in memory.
+        tf.distribute.get_replica_context().merge_call(
+            lambda _: optimizer.apply_gradients(zip(grads, variables)))
+    else:
+        optimizer.apply_gradients(zip(grads, variables))
     for var, mask, old in kept:
         var.assign(tf.where(mask > 0, var.read_value(), old))
 

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['BaseKey', 'TensorSignal', 'view_indices', 'sparse_coordinates', 'initial_flat', 'int_constant', 'columns', 'reshape',
-           'broadcast_to', 'split', 'segment_shapes', 'flat_segment', 'join', 'segment_plan', 'take_columns', 'layers',
-           'SignalDict']
+           'broadcast_to', 'split', 'segment_shapes', 'flat_segment', 'join', 'distinct_ascending', 'segment_plan',
+           'take_columns', 'layers', 'SignalDict']
 
 # %% ../nbs/04_signals.ipynb #78bf50e7
 import threading
@@ -153,7 +153,7 @@ def initial_flat(sig):
     return _sparse_data(sig.initial_value) if sig.sparse else np.asarray(sig.initial_value).ravel()
 
 # %% ../nbs/04_signals.ipynb #411f090f
-_graph_ints = weakref.WeakKeyDictionary()  # graph being traced -> {tuple: int32 constant}
+_graph_ints = weakref.WeakKeyDictionary()  # graph being traced -> {tuple: weakref to constant}
 _graph_ints_lock = threading.Lock()
 
 def int_constant(values):
@@ -166,10 +166,11 @@ def int_constant(values):
     graph = tf.compat.v1.get_default_graph()
     with _graph_ints_lock:
         memo = _graph_ints.setdefault(graph, {})
-    const = memo.get(values)
+    const = memo[values]() if values in memo else None  # (the graph keeps its constants)
     if const is None:
         with graph.control_dependencies(None):  # usable anywhere in the graph
-            const = memo[values] = tf.constant(values, tf.int32)
+            const = tf.constant(values, tf.int32)
+        memo[values] = weakref.ref(const)
     return const
 
 def columns(x, lo, hi):
@@ -248,6 +249,15 @@ def _runs(indices):
     starts = np.concatenate([[0], breaks])
     stops = np.concatenate([breaks, [indices.size]])
     return [(int(indices[a]), int(indices[b - 1]) + 1) for a, b in zip(starts, stops)]
+
+def distinct_ascending(positions):
+    """The distinct values of `positions`, ascending: the array itself when it ascends
+    strictly already (most signals' positions do; no sort, no hashing: `np.unique` of a
+    large weight matrix's positions was a noticeable part of its build)."""
+    positions = np.asarray(positions)
+    if positions.size < 2 or bool(np.all(positions[1:] > positions[:-1])):
+        return positions
+    return np.unique(positions)
 
 def segment_plan(tsig, bounds):
     """How `tsig`'s positions map onto the segments cut at `bounds`: `("runs", pieces)` with
@@ -368,7 +378,7 @@ class SignalDict:
         bounds = self.layout.bounds(dst.key)
         plan = segment_plan(dst, bounds)
         if dst._unique is None:
-            dst._unique = len(np.unique(dst.indices)) == dst.size
+            dst._unique = distinct_ascending(dst.indices).size == dst.size
             if mode == "update" and not dst._unique:
                 raise BuildError(f"{dst.label}: repeated indices in a non-increment write")
         if mode == "inc" and not dst._unique:  # one write per layer (see `layers`)

@@ -10,6 +10,7 @@ import zipfile
 import nengo
 import numpy as np
 import pytest
+import tensorflow as tf
 from nengo.exceptions import SimulationError, ValidationError
 
 import nengo_dl_nb
@@ -311,3 +312,46 @@ def test_single_steps_do_not_grow_memory(dtype):
             sim.step()
         grown = rss_mb() - start
     assert grown < 4, f"{grown:.1f} MB over 20,000 steps"  # 0.8 KB a step would be 15 MB
+
+
+# -- many models in one process (a test suite) -----------------------------------------------
+def test_closed_simulators_leave_no_traced_graphs():
+    """A test suite builds hundreds of models in one process: once a simulator is closed and
+    dropped, none of the graphs traced for it may stay alive (each is megabytes). Models of
+    different structures, run in loops, stepped (with a Python Node) and trained."""
+    import gc
+    import weakref
+
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    def graphs():
+        gc.collect()
+        return {id(g): weakref.ref(g) for g in gc.get_objects() if isinstance(g, FuncGraph)}
+
+    def use(k):
+        with nengo.Network(seed=k) as net:
+            stim = nengo.Node(lambda t: np.ones(k) * t)
+            ens = nengo.Ensemble(10 + k, k)
+            out = nengo.Node(size_in=k)
+            nengo.Connection(stim, ens)
+            nengo.Connection(ens, out)
+            probe = nengo.Probe(out)
+        with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+            sim.run_steps(5)
+            sim.step()
+            sim.compile(optimizer=tf.optimizers.SGD(0.01), loss="mse")
+            sim.fit({stim: np.zeros((2, 3, k))}, {probe: np.zeros((2, 3, k))}, epochs=1,
+                    verbose=0)
+
+    from nengo_dl_nb.runner import _shared_steps
+
+    use(1)  # whatever TensorFlow itself keeps once per process
+    before = graphs()
+    for k in (2, 3):
+        use(k)
+    # the single-step functions remembered for reuse by later models of the same
+    # structure (a bounded number) are the only graphs left
+    shared = {id(call.concrete.graph) for call in _shared_steps.values()}
+    alive = [ref() for key, ref in graphs().items()
+             if key not in before and key not in shared and ref() is not None]
+    assert not alive, [g.name for g in alive]
