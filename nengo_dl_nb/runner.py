@@ -1049,11 +1049,13 @@ def apply_gradients(optimizer, grads, variables, masks=()):
              for g, m in itertools.zip_longest(grads, masks[:len(grads)])]
     grads = [g if m is None else g * m for g, m in zip(grads, masks)]
     kept = [(v, m, v.read_value()) for v, m in zip(variables, masks) if m is not None]
-    if tf.inside_function() and not tf.distribute.has_strategy():
+    if (tf.inside_function() and not tf.distribute.has_strategy()
+            and isinstance(optimizer, tf.keras.optimizers.Optimizer)):
         # One replica: the update runs in the default strategy's cross-replica context, so
         # Keras does not all-reduce the gradients (an identity here). Traced, that all-reduce
         # registers a gradient function in TensorFlow's process-wide registry, which keeps
         # the whole training graph alive: every model trained in a process stayed in memory.
+        # (Optimizers of other kinds may not allow a cross-replica context: left as they are.)
         tf.distribute.get_replica_context().merge_call(
             lambda _: optimizer.apply_gradients(zip(grads, variables)))
     else:
