@@ -8,6 +8,8 @@ __all__ = ['call_python', 'flat_signal', 'combined', 'broadcast_positions', 'Res
            'TimeUpdateBuilder', 'check_output', 'SimPyFuncBuilder', 'GenericOpBuilder']
 
 # %% ../nbs/06_op_builders.ipynb #ac0974ab
+import math
+
 import numpy as np
 import tensorflow as tf
 from nengo.builder.operator import (Copy, DotInc, ElementwiseInc, Operator, Reset,
@@ -255,10 +257,15 @@ def check_output(fn, y, size):
     except (TypeError, ValueError) as e:
         raise SimulationError(f"Function '{function_name(fn)}' returned a value "
                               f"{y!r} of invalid type {type(y)!r}") from e
-    if not np.all(np.isfinite(y)):
+    # (a sum of squares of finite values is finite unless it overflows, so it is tested
+    # first: this runs for every function every step, and `dot` is the cheapest test)
+    flat = y.reshape(-1)
+    if not math.isfinite(flat.dot(flat)) and not np.all(np.isfinite(y)):
         raise SimulationError(f"Function '{function_name(fn)}' returned non-finite value")
+    if flat.size == size:
+        return flat
     try:
-        return np.broadcast_to(y.reshape(-1) if y.size == size else y, (size,))
+        return np.broadcast_to(y, (size,))
     except ValueError as e:
         raise SimulationError(f"Function '{function_name(fn)}' returned a value of "
                               f"shape {y.shape}, expected {size} elements") from e
