@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['NETWORKS', 'GUI_DEFAULT_MODEL', 'COMMANDS', 'integrator', 'cconv', 'pes', 'pes_ensemble', 'basal_ganglia', 'mnist',
            'random_network', 'spaun', 'make_network', 'run_profile', 'kernel_times', 'time_simulator', 'compare',
-           'measure', 'compare_networks', 'limit_step', 'limit_function', 'limit_rate', 'limit_runner',
+           'measure', 'compare_networks', 'limit_step', 'limit_function', 'limit_rate', 'limit_runner', 'child_env',
            'default_order_child', 'DefaultOrderLoop', 'limit', 'small', 'time_small', 'compare_small',
            'summarize_small', 'build_floor', 'cache_child', 'compile_cache_times', 'resident_mb', 'history_memory',
            'gui_model_path', 'HeadlessPage', 'gui_measure', 'compare_gui', 'matmul_vs_reduce', 'split_commands', 'main']
@@ -13,6 +13,7 @@ __all__ = ['NETWORKS', 'GUI_DEFAULT_MODEL', 'COMMANDS', 'integrator', 'cconv', '
 # %% ../nbs/40_benchmarks.ipynb #cc4534f9
 import argparse
 import ast
+import contextlib
 import inspect
 import json
 import os
@@ -553,6 +554,17 @@ def limit_runner(network, dimensions, neurons_per_d, minibatch_size, n_steps):
     return run
 
 # %% ../nbs/40_benchmarks.ipynb #fa2c6225
+def child_env(**changes):
+    """This process's environment for a child process that runs this package: this checkout
+    first on `PYTHONPATH`, TensorFlow's info logs off, and `changes` (None removes one)."""
+    import nengo_dl_nb
+    root = os.path.dirname(os.path.dirname(os.path.abspath(nengo_dl_nb.__file__)))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": os.pathsep.join(
+        [root] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    env.update(changes)
+    return {k: v for k, v in env.items() if v is not None}
+
+
 def default_order_child():
     """The child of `DefaultOrderLoop`: reads commands from stdin, one a line, and answers
     each on stdout: `loop NAME D NPD MB STEPS` builds and compiles that loop (`READY`),
@@ -577,13 +589,9 @@ class DefaultOrderLoop:
     child (so does leaving a `with` block)."""
 
     def __init__(self):
-        import nengo_dl_nb
         from nengo_dl_nb.startup import KERNEL_ORDER_FLAG
-        root = os.path.dirname(os.path.dirname(os.path.abspath(nengo_dl_nb.__file__)))
         flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if KERNEL_ORDER_FLAG not in f]
-        env = {**os.environ, "XLA_FLAGS": " ".join(flags + [f"{KERNEL_ORDER_FLAG}=true"]),
-               "TF_CPP_MIN_LOG_LEVEL": "2",
-               "PYTHONPATH": os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        env = child_env(XLA_FLAGS=" ".join(flags + [f"{KERNEL_ORDER_FLAG}=true"]))
         self.proc = subprocess.Popen([sys.executable, "-m", "nengo_dl_nb.benchmarks",
                                       "_default_order_child"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -628,66 +636,56 @@ def limit(networks=("integrator", "pes_ensemble"), dimensions=None, neurons_per_
     `default_order` is False) in a `DefaultOrderLoop`; the limit is the faster. Prints a
     table and returns its rows (dicts). `n_steps` defaults to about a second of our
     simulator's run at the full sizes."""
+    import nengo_dl_nb
     file = sys.stdout if file is None else file
     rows = []
-    child = DefaultOrderLoop() if default_order else None
     print(f"{'network':<14}{'mb':>4}{'nengo':>10}{'ours':>10}{'loop':>10}{'loop, XLA order':>17}"
           f"{'ours/nengo':>12}{'ours/limit':>12}", file=file)
-    try:
-        _limit_rows(networks, dimensions, neurons_per_d, minibatch_sizes, n_steps, repeats,
-                    file, child, rows)
-    finally:
-        if child is not None:
-            child.close()
-    return rows
-
-
-def _limit_rows(networks, dimensions, neurons_per_d, minibatch_sizes, n_steps, repeats, file,
-                child, rows):
-    import nengo_dl_nb
-    for name in networks:
-        fn = NETWORKS[name]
-        defaults = inspect.signature(fn).parameters
-        d = dimensions or defaults["dimensions"].default
-        npd = neurons_per_d or defaults["neurons_per_d"].default
-        net_steps = n_steps or (1000 if name == "integrator" else 200)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*max_rates")
-            warnings.filterwarnings("ignore", message="invalid value encountered in log1p")
-            ref = nengo.Simulator(make_network(name, d, npd), progress_bar=False)
-        ref.run_steps(10)
-        for mb in minibatch_sizes:
-            steps = max(net_steps // (8 if mb > 1 and name == "pes_ensemble" else 1), 10)
+    with DefaultOrderLoop() if default_order else contextlib.nullcontext() as child:
+        for name in networks:
+            fn = NETWORKS[name]
+            defaults = inspect.signature(fn).parameters
+            d = dimensions or defaults["dimensions"].default
+            npd = neurons_per_d or defaults["neurons_per_d"].default
+            net_steps = n_steps or (1000 if name == "integrator" else 200)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*max_rates")
                 warnings.filterwarnings("ignore", message="invalid value encountered in log1p")
-                sim = nengo_dl_nb.Simulator(make_network(name, d, npd), minibatch_size=mb,
-                                            progress_bar=False)
-            sim.run_steps(10)
-            loop = limit_runner(name, d, npd, mb, steps)
-            loop()
-            if child is not None:
-                child.load(name, d, npd, mb, steps)
-            rates = {"nengo": [], "ours": [], "loop": [], "loop_default_order": []}
-            for _ in range(repeats):
-                for key, s, items in (("nengo", ref, 1), ("ours", sim, mb)):
-                    start = time.perf_counter()
-                    s.run_steps(steps)
-                    rates[key].append(steps * items / (time.perf_counter() - start))
-                rates["loop"].append(loop())
+                ref = nengo.Simulator(make_network(name, d, npd), progress_bar=False)
+            ref.run_steps(10)
+            for mb in minibatch_sizes:
+                steps = max(net_steps // (8 if mb > 1 and name == "pes_ensemble" else 1), 10)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*max_rates")
+                    warnings.filterwarnings("ignore", message="invalid value encountered in log1p")
+                    sim = nengo_dl_nb.Simulator(make_network(name, d, npd), minibatch_size=mb,
+                                                progress_bar=False)
+                sim.run_steps(10)
+                loop = limit_runner(name, d, npd, mb, steps)
+                loop()
                 if child is not None:
-                    rates["loop_default_order"].append(child())
-            sim.close()
-            row = dict(network=name, minibatch_size=mb,
-                       **{k: statistics.median(v) if v else None for k, v in rates.items()})
-            row["limit"] = max(r for r in (row["loop"], row["loop_default_order"]) if r)
-            rows.append(row)
-            other = row["loop_default_order"]
-            print(f"{name:<14}{mb:>4}{row['nengo']:>10,.0f}{row['ours']:>10,.0f}"
-                  f"{row['loop']:>10,.0f}{'-' if other is None else f'{other:,.0f}':>17}"
-                  f"{row['ours'] / row['nengo']:>11.1f}x"
-                  f"{row['ours'] / row['limit']:>11.0%}", file=file, flush=True)
-        ref.close()
+                    child.load(name, d, npd, mb, steps)
+                rates = {"nengo": [], "ours": [], "loop": [], "loop_default_order": []}
+                for _ in range(repeats):
+                    for key, s, items in (("nengo", ref, 1), ("ours", sim, mb)):
+                        start = time.perf_counter()
+                        s.run_steps(steps)
+                        rates[key].append(steps * items / (time.perf_counter() - start))
+                    rates["loop"].append(loop())
+                    if child is not None:
+                        rates["loop_default_order"].append(child())
+                sim.close()
+                row = dict(network=name, minibatch_size=mb,
+                           **{k: statistics.median(v) if v else None for k, v in rates.items()})
+                row["limit"] = max(r for r in (row["loop"], row["loop_default_order"]) if r)
+                rows.append(row)
+                other = row["loop_default_order"]
+                print(f"{name:<14}{mb:>4}{row['nengo']:>10,.0f}{row['ours']:>10,.0f}"
+                      f"{row['loop']:>10,.0f}{'-' if other is None else f'{other:,.0f}':>17}"
+                      f"{row['ours'] / row['nengo']:>11.1f}x"
+                      f"{row['ours'] / row['limit']:>11.0%}", file=file, flush=True)
+            ref.close()
+    return rows
 
 # %% ../nbs/40_benchmarks.ipynb #06752d81
 def _sink(t, x):
@@ -880,12 +878,7 @@ def cache_child(model, seeds=(0, 1)):
 
 def _cache_subprocess(model, cache):
     "`cache_child(model)` in a fresh process with the compile cache at `cache` (or 'off')."
-    import nengo_dl_nb
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(nengo_dl_nb.__file__)))
-    env = {**os.environ, "NENGO_DL_NB_XLA_CACHE": cache, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join([package_root] + [
-               p for p in [os.environ.get("PYTHONPATH")] if p])}
-    env.pop("TF_XLA_FLAGS", None)
+    env = child_env(NENGO_DL_NB_XLA_CACHE=cache, TF_XLA_FLAGS=None)
     proc = subprocess.run([sys.executable, "-m", "nengo_dl_nb.benchmarks", "_cache_child",
                            f"--model={model}"], capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['InputNode', 'node_values', 'simulation_loop', 'probe_history', 'canonical_function', 'DirectCall', 'shared_step',
-           'make_variables', 'function_variables', 'BaseRunner', 'Runner', 'read_plan', 'input_feed',
+           'make_variables', 'function_variables', 'BaseRunner', 'Runner', 'input_feed', 'read_plan', 'read_values',
            'objective_probes', 'objective_value', 'apply_gradients', 'trainable_masks', 'element_name']
 
 # %% ../nbs/14_runner.ipynb #f0f17f25
@@ -421,6 +421,11 @@ class BaseRunner:
         return self.layout.settings.minibatch_size
 
     @property
+    def input_widths(self):
+        "The input nodes' sizes: their widths in the one tensor of input values a step takes."
+        return [n.size for n in self.input_nodes]
+
+    @property
     def inference_only(self):
         return self.layout.settings.inference_only
 
@@ -652,14 +657,18 @@ def run_steps(self: Runner, n_steps, start_step, data=None, training=False, isol
             for i in range(len(self.probes))]
 
 # %% ../nbs/14_runner.ipynb #abd5b0b2
+def input_feed(values, widths):
+    """Each input node's values from one tensor of them all, side by side along its last
+    axis (`widths`: the nodes' sizes, `Runner.input_widths`)."""
+    return tf.split(values, widths, axis=-1) if len(widths) > 1 else [values]
+
+
 @patch
 def _one_step(self: Runner, *inputs):
     """One step from the state variables. `inputs` holds the input nodes' values for this
     step (one vector of them all, shared by every minibatch item), or nothing."""
-    nodes = []  # each node's values, broadcast over the minibatch by `scatter`
-    if inputs:
-        sizes = [n.size for n in self.input_nodes]
-        nodes = tf.split(inputs[0], sizes) if len(sizes) > 1 else [inputs[0]]
+    # each node's values, broadcast over the minibatch by `scatter`
+    nodes = input_feed(inputs[0], self.input_widths) if inputs else []
     state, probes = self.timestep(StepContext(False, self.fixed_arrays()), self.read_state(),
                                   nodes)
     self.write_state(state)
@@ -674,8 +683,7 @@ def step_call(self: Runner):
     graph is identical to one an earlier simulator compiled, that compiled function runs
     with this simulator's variables (`shared_step`)."""
     if self._step_call is None:
-        size = sum(n.size for n in self.input_nodes)
-        specs = [tf.TensorSpec((size,), self.dtype)] if self.input_nodes else []
+        specs = [tf.TensorSpec((sum(self.input_widths),), self.dtype)] if self.input_nodes else []
         with self.device_scope():
             self._step_call = shared_step(
                 DirectCall(tf.function(self._one_step, jit_compile=self.jit_compile,
@@ -751,6 +759,11 @@ def read_plan(pythons):
         cuts.append(group)
     return gathers, cuts
 
+
+def read_values(gathered, cuts):
+    "The values one Python group reads, from its segment's `gathered` arrays and its `cuts`."
+    return [gathered[w][..., a:b].reshape(shape) for w, a, b, shape in cuts]
+
 # %% ../nbs/14_runner.ipynb #646164e9
 @patch
 def read_plans(self: Runner):
@@ -765,11 +778,6 @@ def read_plans(self: Runner):
                           list(zip(segment.pythons, groups))))
         self._run_fns["read plans"] = plans
     return self._run_fns["read plans"]
-
-
-def input_feed(values, widths):
-    "The input views' values, `(minibatch, width)` each, from one array of them all."
-    return tf.split(values, widths, axis=1) if len(widths) > 1 else [values]
 
 
 @patch
@@ -789,13 +797,12 @@ def segment_calls(self: Runner, training=False):
         n_state = len(state_specs)
 
         plans = self.read_plans()
-        widths = [int(v.full_shape[1]) for v in step.input_views]
+        widths = self.input_widths
 
         def part(i, *args):
             context = StepContext(training, self.fixed_arrays())
-            feed = args[n_state:]
-            if i == 0 and widths:  # the input nodes' values come as one array
-                feed = input_feed(feed[0], widths)
+            # (the input nodes' values come as one array)
+            feed = input_feed(args[n_state], widths) if i == 0 and widths else args[n_state:]
             state, reads, probes = step.run_segment(
                 i, context, unpacked_state(layout, args[:n_state]), feed, plans[i][0])
             return packed_state(layout, state) + tuple(reads) + tuple(probes)
@@ -859,8 +866,7 @@ def segmented_step(self: Runner, feed, training=False):
         _, n_flat, pythons = plans[i]
         flat = [t.numpy() for t in outputs[n_state:n_state + n_flat]]
         for python, group in pythons:
-            writes = python.python_step(*[flat[w][..., a:b].reshape(shape)
-                                          for w, a, b, shape in group])
+            writes = python.python_step(*read_values(flat, group))
         if i == last:
             probes = outputs[n_state + n_flat:]
             break
@@ -886,7 +892,7 @@ def sink_run_call(self: Runner, training=False):
         flat = [g for group in gathers for g in group]
         state_specs = packed_specs(layout)
         n_state, length = len(state_specs), self.chunk_size
-        widths = [int(v.full_shape[1]) for v in step.input_views]
+        widths = self.input_widths
 
         def run(n, *args):
             context = StepContext(training, self.fixed_arrays())
@@ -969,8 +975,7 @@ def _sink_runs(self: Runner, n_steps, inputs, training):
         reads = values[n_blocks:]
         for i in range(n):
             for python, group in pythons:
-                python.python_step(*[reads[w][i][..., a:b].reshape(shape)
-                                     for w, a, b, shape in group])
+                python.python_step(*read_values([r[i] for r in reads], group))
     self._pending = tuple(state)
     return [np.concatenate(b) for b in blocks]
 
