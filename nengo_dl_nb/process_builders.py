@@ -8,6 +8,8 @@ __all__ = ['GenericProcessBuilder', 'TFProcessBuilder', 'linear_filter_form', 'L
            'TimeTableBuilder', 'PresentInputBuilder', 'PiecewiseBuilder', 'process_builder', 'SimProcessBuilder']
 
 # %% ../nbs/09_process_builders.ipynb #3011b2a6
+import functools
+
 import numpy as np
 import tensorflow as tf
 from nengo.builder.processes import SimProcess
@@ -41,17 +43,17 @@ class TFProcessBuilder(OpBuilder):
         return True
 
 # %% ../nbs/09_process_builders.ipynb #b89a9d09
-_forms = {}
 _REFERENCE_DT = 0.001  # the zero pattern of a discretized system does not depend on dt
+
+@functools.lru_cache(maxsize=1024)  # a pure function of its arguments: bounded, thread-safe
+def _form(num, den, analog, method):
+    A, B, C, D = LinearFilter(num, den, analog=analog, method=method)._get_ss(_REFERENCE_DT)
+    return len(A), bool(np.any(D != 0))
 
 def linear_filter_form(process):
     "`(k, has_passthrough)` for a LinearFilter: the order and whether `D != 0`, once discrete."
-    key = (tuple(np.ravel(process.num)), tuple(np.ravel(process.den)), process.analog,
-           process.method)
-    if key not in _forms:
-        A, B, C, D = process._get_ss(_REFERENCE_DT)
-        _forms[key] = (len(A), bool(np.any(D != 0)))
-    return _forms[key]
+    return _form(tuple(np.ravel(process.num)), tuple(np.ravel(process.den)), process.analog,
+                 process.method)
 
 _modes = {"set": "update", "update": "update", "inc": "inc"}
 
