@@ -639,9 +639,12 @@ def limit(networks=("integrator", "pes_ensemble"), dimensions=None, neurons_per_
     import nengo_dl_nb
     file = sys.stdout if file is None else file
     rows = []
-    print(f"{'network':<14}{'mb':>4}{'nengo':>10}{'ours':>10}{'loop':>10}{'loop, XLA order':>17}"
-          f"{'ours/nengo':>12}{'ours/limit':>12}", file=file)
     with DefaultOrderLoop() if default_order else contextlib.nullcontext() as child:
+        # (the compiler flags matter: `nengo_dl_nb.startup.compiler_flags`)
+        print(f"XLA_FLAGS: ours and loop: {os.environ.get('XLA_FLAGS', '')!r}"
+              + ("" if child is None else f"; loop, XLA order: {child.xla_flags!r}"), file=file)
+        print(f"{'network':<14}{'mb':>4}{'nengo':>10}{'ours':>10}{'loop':>10}"
+              f"{'loop, XLA order':>17}{'ours/nengo':>12}{'ours/limit':>12}", file=file)
         for name in networks:
             fn = NETWORKS[name]
             defaults = inspect.signature(fn).parameters
