@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['NETWORKS', 'GUI_DEFAULT_MODEL', 'COMMANDS', 'integrator', 'cconv', 'pes', 'pes_ensemble', 'basal_ganglia', 'mnist',
-           'random_network', 'spaun', 'make_network', 'run_profile', 'kernel_times', 'time_simulator', 'compare',
-           'measure', 'compare_networks', 'limit_step', 'limit_function', 'limit_rate', 'limit_runner', 'child_env',
-           'default_order_child', 'DefaultOrderLoop', 'limit', 'small', 'time_small', 'compare_small',
-           'summarize_small', 'build_floor', 'cache_child', 'compile_cache_times', 'resident_mb', 'history_memory',
-           'gui_model_path', 'HeadlessPage', 'gui_measure', 'compare_gui', 'matmul_vs_reduce', 'split_commands', 'main']
+           'random_network', 'spaun', 'tuning_notes_off', 'make_network', 'run_profile', 'kernel_times',
+           'time_simulator', 'compare', 'measure', 'child_env', 'compare_networks', 'limit_step', 'limit_function',
+           'limit_rate', 'limit_runner', 'default_order_child', 'DefaultOrderLoop', 'limit', 'small', 'time_small',
+           'compare_small', 'summarize_small', 'build_floor', 'cache_child', 'compile_cache_times', 'resident_mb',
+           'history_memory', 'gui_model_path', 'HeadlessPage', 'gui_measure', 'compare_gui', 'matmul_vs_reduce',
+           'split_commands', 'main']
 
 # %% ../nbs/40_benchmarks.ipynb #cc4534f9
 import argparse
@@ -217,6 +218,15 @@ NETWORKS = {"integrator": integrator, "cconv": cconv, "pes": pes, "pes_ensemble"
             "basal_ganglia": basal_ganglia, "mnist": mnist, "random_network": random_network,
             "spaun": spaun}
 
+@contextlib.contextmanager
+def tuning_notes_off():
+    """Inside the block, nengo's warnings about the benchmark networks' tuning curves (rates
+    above `max_rates`, `log1p` of values out of range) are not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*max_rates")
+        warnings.filterwarnings("ignore", message="invalid value encountered in log1p")
+        yield
+
 def make_network(name, dimensions=None, neurons_per_d=None, neuron_type=None, **kwargs):
     "Build benchmark `name`, passing only the arguments its function takes (`None`: its default)."
     fn = NETWORKS[name]
@@ -225,8 +235,7 @@ def make_network(name, dimensions=None, neurons_per_d=None, neuron_type=None, **
     unknown = [k for k in kwargs if k not in params]
     if unknown:
         raise TypeError(f"{name}() takes no argument(s) {unknown}; it takes {list(params)}")
-    with warnings.catch_warnings():  # nengo's notes on the networks' tuning curves
-        warnings.filterwarnings("ignore", message=".*max_rates")
+    with tuning_notes_off():
         return fn(**{k: v for k, v in given.items() if k in params and v is not None})
 
 # %% ../nbs/40_benchmarks.ipynb #9af6dae6
@@ -249,8 +258,7 @@ def run_profile(sim, train=False, n_steps=150, do_profile=True, reps=1, logdir=N
     own = isinstance(sim, nengo.Network)
     if own:
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*max_rates")
+        with tuning_notes_off():
             sim = nengo_dl_nb.Simulator(sim, **{"progress_bar": False, **kwargs})
         result["build"] = time.perf_counter() - start
     elif kwargs:
@@ -316,9 +324,7 @@ def time_simulator(make_sim, n_steps, repeats=3):
     """Build time (constructor and a first run of 10 steps, where tracing and compilation
     happen) and the median steps/s of `repeats` runs of `n_steps`."""
     start = time.perf_counter()
-    with warnings.catch_warnings():  # nengo's notes on the benchmark networks' tuning curves
-        warnings.filterwarnings("ignore", message=".*max_rates")
-        warnings.filterwarnings("ignore", message="invalid value encountered in log1p")
+    with tuning_notes_off():
         sim = make_sim()
     sim.run_steps(10)
     build = time.perf_counter() - start
@@ -372,9 +378,7 @@ def measure(network, simulator="nengo", dimensions=None, neurons_per_d=None, neu
         def make(mb=None):
             return nengo.Simulator(make_network(network, dimensions, neurons_per_d, neuron_type),
                                    progress_bar=False)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*max_rates")
-        warnings.filterwarnings("ignore", message="invalid value encountered in log1p")
+    with tuning_notes_off():
         return _measure(make, simulator, n_steps, minibatch_size, repeats)
 
 def _measure(make, simulator, n_steps, minibatch_size, repeats):
@@ -396,12 +400,22 @@ def _measure(make, simulator, n_steps, minibatch_size, repeats):
         out["item_rate"] = rate  # nengo.Simulator has no minibatch: one input at a time
     return out
 
+def child_env(**changes):
+    """This process's environment for a child process that runs this package: this checkout
+    first on `PYTHONPATH`, TensorFlow's info logs off, and `changes` (None removes one)."""
+    import nengo_dl_nb
+    root = os.path.dirname(os.path.dirname(os.path.abspath(nengo_dl_nb.__file__)))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": os.pathsep.join(
+        [root] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    env.update(changes)
+    return {k: v for k, v in env.items() if v is not None}
+
 def _measure_subprocess(network, simulator, **kwargs):
     cmd = [sys.executable, "-m", "nengo_dl_nb.benchmarks", "_measure", network, simulator]
     for k, v in kwargs.items():
         if v is not None:
             cmd += [f"--{k.replace('_', '-')}", str(v)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env = child_env(TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -554,17 +568,6 @@ def limit_runner(network, dimensions, neurons_per_d, minibatch_size, n_steps):
     return run
 
 # %% ../nbs/40_benchmarks.ipynb #fa2c6225
-def child_env(**changes):
-    """This process's environment for a child process that runs this package: this checkout
-    first on `PYTHONPATH`, TensorFlow's info logs off, and `changes` (None removes one)."""
-    import nengo_dl_nb
-    root = os.path.dirname(os.path.dirname(os.path.abspath(nengo_dl_nb.__file__)))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": os.pathsep.join(
-        [root] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
-    env.update(changes)
-    return {k: v for k, v in env.items() if v is not None}
-
-
 def default_order_child():
     """The child of `DefaultOrderLoop`: reads commands from stdin, one a line, and answers
     each on stdout: `loop NAME D NPD MB STEPS` builds and compiles that loop (`READY`),
@@ -651,16 +654,12 @@ def limit(networks=("integrator", "pes_ensemble"), dimensions=None, neurons_per_
             d = dimensions or defaults["dimensions"].default
             npd = neurons_per_d or defaults["neurons_per_d"].default
             net_steps = n_steps or (1000 if name == "integrator" else 200)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*max_rates")
-                warnings.filterwarnings("ignore", message="invalid value encountered in log1p")
+            with tuning_notes_off():
                 ref = nengo.Simulator(make_network(name, d, npd), progress_bar=False)
             ref.run_steps(10)
             for mb in minibatch_sizes:
                 steps = max(net_steps // (8 if mb > 1 and name == "pes_ensemble" else 1), 10)
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*max_rates")
-                    warnings.filterwarnings("ignore", message="invalid value encountered in log1p")
+                with tuning_notes_off():
                     sim = nengo_dl_nb.Simulator(make_network(name, d, npd), minibatch_size=mb,
                                                 progress_bar=False)
                 sim.run_steps(10)
@@ -1365,8 +1364,7 @@ def _run_command(args, state):
             if state.get("sim") is not None:
                 state.pop("sim").close()
             start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*max_rates")
+            with tuning_notes_off():
                 state["sim"] = nengo_dl_nb.Simulator(state["net"], progress_bar=False, **options)
             state["sim_options"] = options
             print(f"simulator built in {time.perf_counter() - start:.2f} s")

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['XLA_CACHE_ENV', 'XLA_CACHE_MB_ENV', 'RC_SECTION', 'KERNEL_ORDER_FLAG', 'VECTOR_WIDTH_FLAG', 'startup_messages',
-           'filtered_stderr', 'import_tensorflow_quietly', 'xla_cache_root', 'xla_cache_bytes',
+           'filtered_stderr', 'import_tensorflow_quietly', 'xla_cache_root', 'xla_cache_bytes', 'first_processor',
            'xla_cache_subdirectory', 'valid_entry', 'remove_entries_naming', 'prune_xla_cache', 'has_avx512',
            'compiler_flags', 'tensorflow_started', 'prepare_xla_cache', 'xla_flags', 'cache_load_messages']
 
@@ -139,18 +139,25 @@ def _tensorflow_version():
     return "unknown"
 
 
-def _processor():
-    "12 hex digits naming this machine's processor model and instruction set extensions."
-    text = platform.machine() + platform.processor()
+def first_processor(cpuinfo="/proc/cpuinfo"):
+    "The lines describing the first processor in `cpuinfo` (Linux; none where it is missing)."
+    lines = []
     try:
-        with open("/proc/cpuinfo") as f:  # Linux: the first processor's description
+        with open(cpuinfo) as f:
             for line in f:
                 if not line.strip():
                     break
-                if line.startswith(("model name", "flags", "Features", "CPU part")):
-                    text += line
+                lines.append(line)
     except OSError:
         pass
+    return lines
+
+
+def _processor():
+    "12 hex digits naming this machine's processor model and instruction set extensions."
+    text = platform.machine() + platform.processor() + "".join(
+        line for line in first_processor()
+        if line.startswith(("model name", "flags", "Features", "CPU part")))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -259,16 +266,8 @@ VECTOR_WIDTH_FLAG = "--xla_cpu_prefer_vector_width"
 
 def has_avx512(cpuinfo="/proc/cpuinfo"):
     "Whether the first processor described in `cpuinfo` has AVX-512 (False where unknown)."
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "avx512f" in line.split()
-                if not line.strip():
-                    break
-    except OSError:
-        pass
-    return False
+    return any(line.startswith("flags") and "avx512f" in line.split()
+               for line in first_processor(cpuinfo))
 
 
 def compiler_flags(environ, avx512=None):
