@@ -481,6 +481,13 @@ def _lowpass(tau, dt=0.001):
     a = float(np.exp(-dt / tau))
     return a, 1.0 - a
 
+def _pes_filtered(s_in, acts, s_post, s_err, s_rule, u, spikes, y):
+    """The PES model's filtered signals after a step (nengo's default synapse):
+    `(s_in, acts, s_post, s_err, s_rule)`; the error is `s_post - u`."""
+    a, b = _lowpass(0.005)
+    return (a * s_in + b * u, a * acts + b * spikes, a * s_post + b * y,
+            a * s_err + b * (s_post - u), a * s_rule + b * s_err)
+
 def _deferred_pes_step(D, n, mb, enc, bias, alpha, lif, K):
     """`limit_step`'s PES model with its weight update deferred: each step's update, the outer
     product `(alpha * error) x activities`, is kept in slot `t % K` of a ring of the last `K`
@@ -489,13 +496,12 @@ def _deferred_pes_step(D, n, mb, enc, bias, alpha, lif, K):
     and the step writes `1 / K` of the weights instead of all of them. The output reads the
     stored weights plus, for each row, the kept updates its block has not taken yet
     (`(E * pending) . (A . spikes)`, cheap: `A . spikes` is `K` numbers an item): the same
-    sums as nengo's, in another order. The state gains `E`, `A` and the step count `t`;
-    `deferred_weights` gives the weights with every kept update taken."""
+    sums as nengo's, in another order. The state gains `E`, `A` and the step count `t`
+    (`limit_step` adds them); `deferred_weights` gives the weights with every kept update
+    taken. Returns the step function."""
     import tensorflow as tf
     from tensorflow.compiler.tf2xla.python import xla  # (dynamic slices, in place, for XLA)
-    a5, b5 = _lowpass(0.005)
     rows = D // K
-    block = tf.constant(np.arange(D) // rows, tf.int32)  # each weight row's block
 
     def step(state, u):
         v, ref, s_in, acts, W, s_post, s_err, s_rule, E, A, t = state
@@ -509,22 +515,18 @@ def _deferred_pes_step(D, n, mb, enc, bias, alpha, lif, K):
             W, W_j + tf.reduce_sum(E_j[:, :, :, None] * A[:, :, None, :], axis=1), start)
         spikes, v, ref = lif(tf.matmul(s_in, enc) + bias, v, ref)
         y = tf.einsum("bdn,bn->bd", W, spikes) + tf.einsum(
-            "bkd,dk,bk->bd", E, _pending(t, block, K), tf.einsum("bkn,bn->bk", A, spikes))
-        state = (v, ref, a5 * s_in + b5 * u, a5 * acts + b5 * spikes, W,
-                 a5 * s_post + b5 * y, a5 * s_err + b5 * (s_post - u), a5 * s_rule + b5 * s_err,
-                 E, A, t + 1)
-        return state, s_post
+            "bkd,dk,bk->bd", E, _pending(t, D, K), tf.einsum("bkn,bn->bk", A, spikes))
+        s_in, acts, s_post_next, s_err, s_rule = _pes_filtered(s_in, acts, s_post, s_err,
+                                                               s_rule, u, spikes, y)
+        return (v, ref, s_in, acts, W, s_post_next, s_err, s_rule, E, A, t + 1), s_post
+    return step
 
-    def zeros(*shape):
-        return tf.zeros((mb,) + shape, tf.float32)
-    return step, (zeros(n), zeros(n), zeros(D), zeros(n), zeros(D, n), zeros(D), zeros(D),
-                  zeros(D), zeros(K, D), zeros(K, n), tf.constant(0))
-
-def _pending(t, block, K):
-    """`(D, K)` float: whether row `d`'s block has yet to take the update kept in slot `k`
-    after step `t` (the slot's age `(t - k) % K` is less than the steps since the block's
-    last turn, `(t - block) % K`)."""
+def _pending(t, D, K):
+    """`(D, K)` float: whether row `d`'s block (`d // (D / K)`) has yet to take the update
+    kept in slot `k` after step `t` (the slot's age `(t - k) % K` is less than the steps
+    since the block's last turn, `(t - block) % K`)."""
     import tensorflow as tf
+    block = tf.constant(np.arange(D) // (D // K), tf.int32)
     age = (t - tf.range(K)) % K
     return tf.cast(age[None, :] < ((t - block) % K)[:, None], tf.float32)
 
@@ -532,9 +534,7 @@ def deferred_weights(state):
     "The weights of a `_deferred_pes_step` loop's `state`, every kept update taken: `(mb, D, n)`."
     import tensorflow as tf
     W, E, A, t = state[4], state[8], state[9], state[10]
-    K, D = E.shape[1], W.shape[1]
-    block = tf.constant(np.arange(D) // (D // K), tf.int32)
-    return W + tf.einsum("bkd,dk,bkn->bdn", E, _pending(t - 1, block, K), A)
+    return W + tf.einsum("bkd,dk,bkn->bdn", E, _pending(t - 1, W.shape[1], E.shape[1]), A)
 
 LOOP_VARIANTS = {  # name -> what it changes in `limit_step` (see `loop_variants`)
     "exact": {},
@@ -588,8 +588,12 @@ def limit_step(network, dimensions=64, neurons_per_d=64, minibatch_size=1, seed=
         enc = tf.constant(rng.normal(size=(D, n)) * rng.choice([-1.0, 1.0], n), tf.float32)
         bias = tf.constant(rng.uniform(-1, 1, n), tf.float32)
         alpha = -1e-4 * 0.001 / n  # PES: -learning_rate * dt / n_neurons
+        initial = (zeros(n), zeros(n), zeros(D), zeros(n), zeros(D, n), zeros(D), zeros(D),
+                   zeros(D))
         if defer:
-            return _deferred_pes_step(D, n, mb, enc, bias, alpha, lif, math.gcd(D, defer))
+            K = math.gcd(D, defer)
+            return (_deferred_pes_step(D, n, mb, enc, bias, alpha, lif, K),
+                    initial + (zeros(K, D), zeros(K, n), tf.constant(0)))
 
         def step(state, u):
             v, ref, s_in, acts, W, s_post, s_err, s_rule = state
@@ -598,12 +602,10 @@ def limit_step(network, dimensions=64, neurons_per_d=64, minibatch_size=1, seed=
             W = W + (alpha * s_rule)[:, :, None] * acts[:, None, :]
             spikes, v, ref = lif(tf.matmul(s_in, enc) + bias, v, ref)
             y = tf.einsum("bdn,bn->bd", W, spikes)
-            state = (v, ref, a5 * s_in + b5 * u, a5 * acts + b5 * spikes, W,
-                     a5 * s_post + b5 * y, a5 * s_err + b5 * (s_post - u),
-                     a5 * s_rule + b5 * s_err)
-            return state, s_post
-        return step, (zeros(n), zeros(n), zeros(D), zeros(n), zeros(D, n), zeros(D), zeros(D),
-                      zeros(D))
+            s_in, acts, s_post_next, s_err, s_rule = _pes_filtered(s_in, acts, s_post, s_err,
+                                                                   s_rule, u, spikes, y)
+            return (v, ref, s_in, acts, W, s_post_next, s_err, s_rule), s_post
+        return step, initial
     raise ValueError(f"no hand-written loop for {network!r}; there are: integrator, pes_ensemble")
 
 
@@ -717,6 +719,19 @@ class DefaultOrderLoop:
         self.close()
 
 # %% ../nbs/40_benchmarks.ipynb #913dd08d
+def _loop_sizes(name, dimensions=None, neurons_per_d=None):
+    "`(dimensions, neurons_per_d)` of benchmark `name`: those given, else its defaults."
+    defaults = inspect.signature(NETWORKS[name]).parameters
+    return (dimensions or defaults["dimensions"].default,
+            neurons_per_d or defaults["neurons_per_d"].default)
+
+def _loop_steps(name, minibatch_size, n_steps=None):
+    """Steps in one timed call of benchmark `name` (`limit`, `loop_variants`): `n_steps`
+    (default about a second of our simulator at full size), an eighth of it for the PES
+    model at minibatch > 1 (each item learns its own weights), at least 10."""
+    steps = n_steps or (1000 if name == "integrator" else 200)
+    return max(steps // (8 if minibatch_size > 1 and name == "pes_ensemble" else 1), 10)
+
 def limit(networks=("integrator", "pes_ensemble"), dimensions=None, neurons_per_d=None,
           minibatch_sizes=(1, 64), n_steps=None, repeats=3, file=None, default_order=True):
     """Item-steps/s of nengo.Simulator, ours and the hand-written loop (`limit_runner`) on
@@ -734,16 +749,12 @@ def limit(networks=("integrator", "pes_ensemble"), dimensions=None, neurons_per_
         print(f"{'network':<14}{'mb':>4}{'nengo':>10}{'ours':>10}{'loop':>10}"
               f"{'loop, XLA order':>17}{'ours/nengo':>12}{'ours/limit':>12}", file=file)
         for name in networks:
-            fn = NETWORKS[name]
-            defaults = inspect.signature(fn).parameters
-            d = dimensions or defaults["dimensions"].default
-            npd = neurons_per_d or defaults["neurons_per_d"].default
-            net_steps = n_steps or (1000 if name == "integrator" else 200)
+            d, npd = _loop_sizes(name, dimensions, neurons_per_d)
             with tuning_notes_off():
                 ref = nengo.Simulator(make_network(name, d, npd), progress_bar=False)
             ref.run_steps(10)
             for mb in minibatch_sizes:
-                steps = max(net_steps // (8 if mb > 1 and name == "pes_ensemble" else 1), 10)
+                steps = _loop_steps(name, mb, n_steps)
                 with tuning_notes_off():
                     sim = nengo_dl_nb.Simulator(make_network(name, d, npd), minibatch_size=mb,
                                                 progress_bar=False)
@@ -785,15 +796,11 @@ def loop_variants(networks=("integrator", "pes_ensemble"), dimensions=None, neur
     rows = []
     print(f"{'network':<14}{'mb':>4}{'variant':>20}{'item-steps/s':>14}{'vs exact':>10}", file=file)
     for name in networks:
-        defaults = inspect.signature(NETWORKS[name]).parameters
-        d = dimensions or defaults["dimensions"].default
-        npd = neurons_per_d or defaults["neurons_per_d"].default
-        names = [v for v in (variants or LOOP_VARIANTS)
-                 if v == "exact" or name == "pes_ensemble" or "defer" not in LOOP_VARIANTS[v]]
-        names = ["exact"] + [v for v in names if v != "exact"]
+        d, npd = _loop_sizes(name, dimensions, neurons_per_d)
+        names = ["exact"] + [v for v in (variants or LOOP_VARIANTS) if v != "exact" and (
+            name == "pes_ensemble" or "defer" not in LOOP_VARIANTS[v])]
         for mb in minibatch_sizes:
-            steps = n_steps or max((1000 if name == "integrator" else 200)
-                                   // (8 if mb > 1 and name == "pes_ensemble" else 1), 10)
+            steps = _loop_steps(name, mb, n_steps)
             runs = {v: limit_runner(name, d, npd, mb, steps, v) for v in names}
             for run in runs.values():
                 run()  # traces and compiles
