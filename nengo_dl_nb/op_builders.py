@@ -293,7 +293,11 @@ class SimPyFuncBuilder(OpBuilder):
             for op in ops)
 
     def _step(self, step, *xs):
-        t = int(np.ravel(step)[0]) * self.dt if self.step is not None else None
+        return self._results(step, xs) + [np.int32(0)]
+
+    def _results(self, step, xs):
+        "The functions' outputs `(mb, *shape)` for the step count `step` and inputs `xs`."
+        t = step.item(0) * self.dt if self.step is not None else None
         mb = self.config.minibatch_size
         results = [np.zeros(o.full_shape, dtype=self.out_dtype) for o in self.outputs]
         x_iter, out_i = iter(xs), 0
@@ -306,7 +310,7 @@ class SimPyFuncBuilder(OpBuilder):
                 if output is not None:
                     results[out_i][b] = check_output(fn, y, output[0]).reshape(output[1])
             out_i += output is not None
-        return results + [np.int32(0)]
+        return results
 
     def build_step(self, signals):
         step = signals.gather(self.step) if self.step is not None else tf.zeros((1,), tf.int64)
@@ -334,8 +338,8 @@ class SimPyFuncBuilder(OpBuilder):
     def python_step(self, *values):
         "One step, from the values of `python_reads`: the values of `python_writes`."
         if self.step is None:
-            values = (np.zeros(1, np.int64),) + values
-        return self._step(*values)[:-1]
+            return self._results(None, values)
+        return self._results(values[0], values[1:])
 
     def not_differentiable(self):
         names = ", ".join(sorted({function_name(op.fn) for op in self.ops}))
