@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['InputNode', 'node_values', 'simulation_loop', 'probe_history', 'canonical_function', 'DirectCall', 'ReusedArgument',
            'shared_step', 'make_variables', 'function_variables', 'BaseRunner', 'Runner', 'input_feed', 'read_plan',
-           'read_values', 'objective_probes', 'objective_value', 'apply_gradients', 'trainable_masks', 'element_name']
+           'joined_reads', 'read_values', 'objective_probes', 'objective_value', 'apply_gradients', 'trainable_masks',
+           'element_name']
 
 # %% ../nbs/14_runner.ipynb #f0f17f25
 import contextlib
@@ -765,8 +766,12 @@ def read_plan(pythons):
     """How the values that the Python groups `pythons` (a segment's) read travel out of its
     compiled part: per group, one signal per base array it reads, gathering all it reads
     there at once (the group's many small reads would each be a kernel of their own);
-    and per value it reads, `(which, start, stop, shape)`: it is
-    `gathered[which][..., start:stop]`, reshaped, `which` counting the segment's gathers."""
+    the gathers joined into one output per kind of value (`packs`: per output, which
+    gathers, in order; `joined_reads`), so the step's call has few outputs to hand back,
+    each a NumPy array to make (a GUI model's plots and control read the step counter
+    twice and the decoded values once: two outputs, not three); and per value read,
+    `(which, start, stop, shape)`: it is `output[which][..., start:stop]`, reshaped.
+    Returns `(gathers, packs, cuts)`."""
     gathers, cuts = [], []
     for python in pythons:
         by_key = {}
@@ -783,7 +788,23 @@ def read_plan(pythons):
             sizes[sig.key] += sig.size
             group.append((first + keys.index(sig.key), start, start + sig.size, sig.full_shape))
         cuts.append(group)
-    return gathers, cuts
+    flat = [g for gs in gathers for g in gs]
+    kinds, packs, where = {}, [], []  # where: each gather's (output, offset there)
+    for j, g in enumerate(flat):
+        out = kinds.setdefault((g.dtype, g.minibatched), len(packs))
+        if out == len(packs):
+            packs.append([])
+        where.append((out, sum(flat[k].size for k in packs[out])))
+        packs[out].append(j)
+    cuts = [[(where[w][0], where[w][1] + a, where[w][1] + b, shape) for w, a, b, shape in group]
+            for group in cuts]
+    return gathers, packs, cuts
+
+
+def joined_reads(reads, packs):
+    "The gathered `reads` (tensors, in `read_plan`'s gathers' order) joined as `packs` says."
+    return [reads[p[0]] if len(p) == 1 else tf.concat([reads[j] for j in p], axis=-1)
+            for p in packs]
 
 
 def read_values(gathered, cuts):
@@ -794,14 +815,13 @@ def read_values(gathered, cuts):
 @patch
 def read_plans(self: Runner):
     """Per segment of the step (`Step.segments`): the signals its compiled part gathers for
-    its Python groups, how many, and each Python group paired with where its values are
-    (`read_plan`). Worked out once."""
+    its Python groups, how they are joined into outputs (`read_plan`'s packs), and each
+    Python group paired with where its values are in those outputs. Worked out once."""
     if "read plans" not in self._run_fns:
         plans = []
         for segment in self.timestep.segments:
-            gathers, groups = read_plan(segment.pythons)
-            plans.append((gathers, sum(len(g) for g in gathers),
-                          list(zip(segment.pythons, groups))))
+            gathers, packs, groups = read_plan(segment.pythons)
+            plans.append((gathers, packs, list(zip(segment.pythons, groups))))
         self._run_fns["read plans"] = plans
     return self._run_fns["read plans"]
 
@@ -831,7 +851,8 @@ def segment_calls(self: Runner, training=False):
             feed = input_feed(args[n_state], widths) if i == 0 and widths else args[n_state:]
             state, reads, probes = step.run_segment(
                 i, context, unpacked_state(layout, args[:n_state]), feed, plans[i][0])
-            return packed_state(layout, state) + tuple(reads) + tuple(probes)
+            return (packed_state(layout, state) + tuple(joined_reads(reads, plans[i][1]))
+                    + tuple(probes))
 
         calls = []
         with self.device_scope():
@@ -890,7 +911,8 @@ def segmented_step(self: Runner, feed, training=False):
     last = len(segments) - 1
     for i, segment in enumerate(segments):
         state = outputs[:n_state]
-        _, n_flat, pythons = plans[i]
+        _, packs, pythons = plans[i]
+        n_flat = len(packs)
         flat = [t.numpy() for t in outputs[n_state:n_state + n_flat]]
         for python, group in pythons:
             writes = python.python_step(*read_values(flat, group))
@@ -910,13 +932,15 @@ def sink_run_call(self: Runner, training=False):
     compiled loop of up to `chunk_size` steps (a `DirectCall`, traced on first use). It
     takes the number of steps, the state (packed) and the input nodes' values `(minibatch,
     chunk_size, total size)`, and returns the new state (packed), the probe blocks'
-    histories and, per step, what the Python groups read (`read_plan`'s gathers):
+    histories and, per step, what the Python groups read (`read_plan`'s joined gathers):
     `run_segmented` calls them afterwards, step by step, with those values."""
     key = ("sink run", training)
     if key not in self._run_fns:
         layout, step, mb = self.layout, self.timestep, self.minibatch_size
-        gathers = self.read_plans()[0][0]
+        gathers, packs, _ = self.read_plans()[0]
         flat = [g for group in gathers for g in group]
+        read_shapes = [flat[p[0]].full_shape[:-1] + (sum(flat[j].size for j in p),)
+                       for p in packs]
         state_specs = packed_specs(layout)
         n_state, length = len(state_specs), self.chunk_size
         widths = self.input_widths
@@ -925,13 +949,15 @@ def sink_run_call(self: Runner, training=False):
             context = StepContext(training, self.fixed_arrays())
             arrays = tuple(tf.TensorArray(t.dtype, size=length, element_shape=(mb,) + t.shape)
                            for t in layout.probe_blocks) + tuple(
-                tf.TensorArray(g.dtype, size=length, element_shape=g.full_shape) for g in flat)
+                tf.TensorArray(flat[p[0]].dtype, size=length, element_shape=shape)
+                for p, shape in zip(packs, read_shapes))
 
             def body(i, state, arrays):
                 feed = input_feed(args[n_state][:, i], widths) if widths else []
                 new, reads, probes = step.run_segment(0, context, unpacked_state(layout, state),
                                                       feed, gathers)
-                arrays = tuple(a.write(i, v) for a, v in zip(arrays, list(probes) + list(reads)))
+                arrays = tuple(a.write(i, v) for a, v in zip(
+                    arrays, list(probes) + joined_reads(reads, packs)))
                 return i + 1, packed_state(layout, new), arrays
 
             _, state, arrays = tf.while_loop(lambda i, s, a: i < n, body,
