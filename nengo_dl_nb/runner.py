@@ -333,18 +333,18 @@ class DirectCall:
 
 # %% ../nbs/14_runner.ipynb #468c58df
 class ReusedArgument:
-    """`make(array)` (an eager tensor) for a NumPy array, the tensor made last while the
-    array's bytes have not changed. One per argument of one simulator's function: the
+    """`make(array, *args)` (an eager tensor) for a NumPy array, the tensor made last while
+    the array's bytes have not changed. One per argument of one simulator's function: the
     array's shape and type do not change between calls."""
-    __slots__ = ("make", "key", "tensor")
+    __slots__ = ("make", "args", "key", "tensor")
 
-    def __init__(self, make):
-        self.make, self.key, self.tensor = make, None, None
+    def __init__(self, make, *args):
+        self.make, self.args, self.key, self.tensor = make, args, None, None
 
     def __call__(self, array):
         key = array.tobytes()
         if key != self.key:
-            self.tensor, self.key = self.make(array), key
+            self.tensor, self.key = self.make(array, *self.args), key
         return self.tensor
 
 # %% ../nbs/14_runner.ipynb #d59bd1d8
@@ -754,11 +754,12 @@ def step(self: Runner, start_step):
 
 # %% ../nbs/14_runner.ipynb #1f45ef39
 @patch
-def reused_argument(self: Runner, place, make):
-    "The `ReusedArgument` (made with `make` on first use) for the values fed at `place`."
+def reused_argument(self: Runner, place, make, *args):
+    """The `ReusedArgument` for the values fed at `place` (made on first use, with `make`
+    and `args`)."""
     reused = self._arguments.get(place)
     if reused is None:
-        reused = self._arguments[place] = ReusedArgument(make)
+        reused = self._arguments[place] = ReusedArgument(make, *args)
     return reused
 
 # %% ../nbs/14_runner.ipynb #7549feb5
@@ -906,8 +907,8 @@ def segmented_step(self: Runner, feed, training=False):
     if feed is None:
         outputs = calls[0](*self._pending)
     else:
-        outputs = calls[0](*self._pending, self.reused_argument(
-            "feed", lambda a: tensor(a, self.dtype))(feed))
+        outputs = calls[0](*self._pending,
+                           self.reused_argument("feed", tensor, self.dtype)(feed))
     last = len(segments) - 1
     for i, segment in enumerate(segments):
         state = outputs[:n_state]
