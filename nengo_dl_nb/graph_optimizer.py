@@ -311,9 +311,13 @@ def signal_io_dicts(operators):
     return sets, incs, reads, updates
 
 # %% ../nbs/03_graph_optimizer.ipynb #6e83c276
-def read_types(plan, sigs, kinds=None):
-    "How many (group, argument) blocks of `plan` are slices / gathers with signals in order `sigs`."
+def read_types(plan, sigs, kinds=None, within=None):
+    """How many (group, argument) blocks of `plan` are slices / gathers with signals in order
+    `sigs`. `within` (a dict, filled here) keeps each view's contiguous range in its base
+    (or None) for later calls with other orders: that does not depend on the order, and a
+    large model has tens of thousands of views."""
     offset, fill, spans = {}, defaultdict(int), {}
+    within = {} if within is None else within
     for sig in sigs:
         kind = signal_kind(sig, kinds)
         offset[sig] = (kind, fill[kind])
@@ -327,15 +331,19 @@ def read_types(plan, sigs, kinds=None):
                 size = sig.initial_value.data.size if sig.sparse else sig.size
                 spans[sig] = (kind, start, start + size)
             else:
-                idx = view_indices(sig)
-                ok = idx.size > 0 and np.all(np.diff(idx) == 1)
-                spans[sig] = (kind, start + int(idx[0]), start + int(idx[-1]) + 1) if ok else None
+                if sig not in within:
+                    idx = view_indices(sig)
+                    ok = idx.size > 0 and np.all(np.diff(idx) == 1)
+                    within[sig] = (int(idx[0]), int(idx[-1]) + 1) if ok else None
+                lo_hi = within[sig]
+                spans[sig] = None if lo_hi is None else (kind, start + lo_hi[0], start + lo_hi[1])
         return spans[sig]
 
     counts = {"slice": 0, "gather": 0}
     for group in plan:
-        for i in range(max(len(op.all_signals) for op in group)):
-            pieces = [span(op.all_signals[i]) for op in group if i < len(op.all_signals)]
+        args = [op.all_signals for op in group]  # (a list nengo builds anew on each access)
+        for i in range(max(len(a) for a in args)):
+            pieces = [span(a[i]) for a in args if i < len(a)]
             ok = all(p is not None for p in pieces) and all(
                 a[0] == b[0] and a[2] == b[1] for a, b in zip(pieces[:-1], pieces[1:]))
             counts["slice" if ok else "gather"] += 1
@@ -442,7 +450,8 @@ def order_signals(plan, kinds=None, n_passes=10):
         sort_idxs = new_idxs
     candidates.append((sorted(sort_idxs, key=sort_idxs.get), [new_plan[g] for g in plan]))
 
-    return max(candidates, key=lambda c: read_types(c[1], c[0], kinds)["slice"])
+    within = {}
+    return max(candidates, key=lambda c: read_types(c[1], c[0], kinds, within)["slice"])
 
 def noop_order_signals(plan, kinds=None):
     "Signals in order of first use, the plan unchanged (for comparison and debugging)."

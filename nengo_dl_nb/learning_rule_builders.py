@@ -131,6 +131,8 @@ def factor_pes_deltas(operators, probed=()):
     """`operators` with each `SimPES` whose `delta` is read only by one whole-signal
     `Copy(delta, weights, inc=True)` (and is not in `probed`, signals read by probes)
     replaced by `SimPESFactors` and an `OuterInc` in the `Copy`'s place."""
+    if not any(type(op) is SimPES for op in operators):  # most models: no index of readers
+        return list(operators)
     probed = {s.base for s in probed}
     readers = {}
     for op in operators:
