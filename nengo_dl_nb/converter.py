@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['KerasMap', 'activation_name', 'default_neuron_type', 'scaled_neuron_type', 'grid', 'pooling_matrix', 'Converter',
-           'LayerConverter', 'DenseConverter', 'ConvConverter', 'ActivationConverter', 'ReLUConverter',
+           'keras_outputs', 'LayerConverter', 'DenseConverter', 'ConvConverter', 'ActivationConverter', 'ReLUConverter',
            'LeakyReLUConverter', 'pooling_transform', 'PoolingConverter', 'GlobalPoolingConverter', 'ReshapeConverter',
            'FlattenConverter', 'PermuteConverter', 'ZeroPaddingConverter', 'AddConverter', 'ConcatenateConverter',
            'BatchNormalizationConverter', 'IdentityConverter']
@@ -336,6 +336,16 @@ def bias_unit(self: Converter):
     return self._bias_unit
 
 # %% ../nbs/21_converter.ipynb #b272e91e
+def keras_outputs(model, inputs):
+    """The Keras `model`'s inference outputs for `inputs` (an array, or a list of them):
+    its own eager call, or the same call compiled with XLA where TensorFlow has no eager
+    kernel for one of its layers on this device."""
+    try:
+        return model(inputs, training=False)
+    except tf.errors.UnimplementedError:
+        return tf.function(lambda x: model(x, training=False), jit_compile=True)(inputs)
+
+# %% ../nbs/21_converter.ipynb #cfe2fbf2
 @patch
 def verify(self: Converter, training=False, inputs=None, atol=1e-5, rtol=1e-4, batch_size=4,
            seed=0):
@@ -362,7 +372,7 @@ def verify(self: Converter, training=False, inputs=None, atol=1e-5, rtol=1e-4, b
         inputs = [rng.randn(batch_size, *t.shape[1:]).astype(np.float32)
                   for t in model_inputs]
     inputs = [np.asarray(x, dtype=np.float32) for x in inputs]
-    expected = self.model(inputs if len(inputs) > 1 else inputs[0], training=False)
+    expected = keras_outputs(self.model, inputs if len(inputs) > 1 else inputs[0])
     expected = [np.asarray(e) for e in tf.nest.flatten(expected)]
     batch = inputs[0].shape[0]
     data = {self.inputs[t]: x.reshape(batch, 1, -1) for t, x in zip(model_inputs, inputs)}
