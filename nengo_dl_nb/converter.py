@@ -342,8 +342,11 @@ def keras_outputs(model, inputs):
     kernel for one of its layers on this device."""
     try:
         return model(inputs, training=False)
-    except tf.errors.UnimplementedError:
-        return tf.function(lambda x: model(x, training=False), jit_compile=True)(inputs)
+    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError) as eager_error:
+        try:
+            return tf.function(lambda x: model(x, training=False), jit_compile=True)(inputs)
+        except Exception:
+            raise eager_error from None
 
 # %% ../nbs/21_converter.ipynb #cfe2fbf2
 @patch
