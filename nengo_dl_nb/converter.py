@@ -381,9 +381,11 @@ def verify(self: Converter, training=False, inputs=None, atol=1e-5, rtol=1e-4, b
     data = {self.inputs[t]: x.reshape(batch, 1, -1) for t, x in zip(model_inputs, inputs)}
     probes = [self.outputs[t] for t in self.outputs]
     jit = get_setting(self.net, "jit_compile", None)
+    keras_code = any(isinstance(n, TensorNode) for n in self.net.all_nodes)
     try:
-        with self.net:  # one step: compiling it with XLA would take longer than running it
-            configure_settings(jit_compile=False)
+        with self.net:  # one step: compiling it with XLA would take longer than running it,
+            # but Keras code in TensorNodes may have kernels only there (above): the default
+            configure_settings(jit_compile=None if keras_code else False)
         with Simulator(self.net, minibatch_size=batch, progress_bar=False) as sim:
             got = sim.run_batch(data, {p: None for p in probes}, training=training,
                                 combine=np.concatenate)

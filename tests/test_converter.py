@@ -197,6 +197,19 @@ def test_unsupported_layers_are_errors_naming_them(layer, message):
         Converter(sequential((4, 4, 2), layer()), allow_fallback=False)
 
 
+def test_channels_first_fallback_layer_verifies():
+    """A layer run as a TensorNode (Keras code) whose eager CPU kernel exists only with
+    oneDNN (a channels-first Conv2DTranspose): it builds, and verify matches Keras, on any
+    processor (where oneDNN is off, both go through XLA)."""
+    model = sequential((2, 6, 5), L.Conv2DTranspose(3, 3, data_format="channels_first",
+                                                    bias_initializer=normal_bias()))
+    converter = Converter(model)
+    assert any(isinstance(n, nengo_dl_nb.TensorNode) for n in converter.net.all_nodes)
+    assert converter.verify()
+    x = np.random.RandomState(3).uniform(-1, 1, size=(2, 2, 6, 5)).astype(np.float32)
+    assert converter.verify(inputs=[x])
+
+
 def test_max_to_avg_pool():
     model = sequential((6, 6, 2), L.Conv2D(3, 2, activation="relu"), L.MaxPooling2D(2))
     averaged = tf.keras.Sequential([tf.keras.Input((6, 6, 2)), model.layers[0],
