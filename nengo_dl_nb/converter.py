@@ -20,7 +20,7 @@ from nengo.exceptions import ValidationError
 from collections.abc import Mapping
 
 from .config import configure_settings, get_setting
-from .tensor_node import TensorNode
+from .tensor_node import TensorNode, eager_or_xla
 
 # %% ../nbs/21_converter.ipynb #6cb7a1bc
 class KerasMap(Mapping):
@@ -340,13 +340,7 @@ def keras_outputs(model, inputs):
     """The Keras `model`'s inference outputs for `inputs` (an array, or a list of them):
     its own eager call, or the same call compiled with XLA where TensorFlow has no eager
     kernel for one of its layers on this device."""
-    try:
-        return model(inputs, training=False)
-    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError) as eager_error:
-        try:
-            return tf.function(lambda x: model(x, training=False), jit_compile=True)(inputs)
-        except Exception:
-            raise eager_error from None
+    return eager_or_xla(lambda x: model(x, training=False), inputs)
 
 # %% ../nbs/21_converter.ipynb #cfe2fbf2
 @patch
