@@ -175,7 +175,8 @@ def run_function(self: DistributedRunner, training=False):
 
         def simulate(n, padding, inputs, state, params):
             context = StepContext(training, self.fixed_arrays(dict(zip(layout.param_keys,
-                                                                       params))))
+                                                                       params))),
+                                  self.replica_jit)
             state, outputs = simulation_loop(self.timestep, context, n, tf.shape(padding)[0],
                                              inputs, state, self.unroll)
             return state, tuple(outputs)

@@ -178,20 +178,21 @@ class DotIncBuilder(OpBuilder):
         if not self.dense:
             signals.scatter(self.Y, A * X, mode="inc")
             return
-        mb = signals.minibatch_size
-        X = reshape(X, (-1, self.g, self.m))
+        mb, g, n, m = signals.minibatch_size, self.g, self.n, self.m
         lead = (mb,) if self.A.minibatched else (1,)
-        if self.m == 1:  # a broadcast product: (., g, n) * (mb, g, 1)
-            Y = reshape(A, lead + (self.g, self.n)) * X
-        elif self.n == 1:  # a product summed along X's last axis, in X's layout
-            Y = tf.reduce_sum(reshape(A, lead + (self.g, self.m)) * X, axis=2, keepdims=True)
-        elif self.A.minibatched:
-            Y = tf.einsum("bgnm,bgm->bgn", reshape(A, (mb, self.g, self.n, self.m)), X)
-        elif self.g == 1:
-            Y = tf.matmul(X[:, 0], reshape(A, (self.n, self.m)), transpose_b=True)
+        if m == 1:  # a broadcast product: (., g, n) * (mb, g, 1)
+            Y = reshape(A, lead + (g, n)) * reshape(X, (-1, g, m))
+        elif n == 1:  # a product summed along X's last axis, in X's layout
+            Y = tf.reduce_sum(reshape(A, lead + (g, m)) * reshape(X, (-1, g, m)), axis=2)
+        elif self.A.minibatched:  # each item its own matrices: (mb, g, n, m) @ (mb, g, m, 1)
+            Y = tf.matmul(reshape(A, (mb, g, n, m)), reshape(X, (mb, g, m, 1)))
+        elif g == 1:
+            Y = tf.matmul(reshape(X, (-1, m)), reshape(A, (n, m)), transpose_b=True)
+        elif mb == 1:  # (g, n, m) @ (g, m, 1)
+            Y = tf.matmul(reshape(A, (g, n, m)), reshape(X, (g, m, 1)))
         else:
-            Y = tf.einsum("gnm,bgm->bgn", reshape(A, (self.g, self.n, self.m)), X)
-        signals.scatter(self.Y, reshape(Y, (-1, self.g * self.n)), mode="inc")
+            Y = tf.einsum("gnm,bgm->bgn", reshape(A, (g, n, m)), reshape(X, (mb, g, m)))
+        signals.scatter(self.Y, reshape(Y, (-1, g * n)), mode="inc")
 
     @staticmethod
     def mergeable(x, y):

@@ -49,11 +49,14 @@ def test_plans_respect_dependencies_and_agree(seed):
             np.testing.assert_allclose(v, ref.data[p], atol=1e-8)
 
 
-def test_dotinc_group_shapes_agree_with_nengo():
+@pytest.mark.parametrize("minibatch_size", [1, 3])
+def test_dotinc_group_shapes_agree_with_nengo(minibatch_size):
     """Merged DotInc groups take four forms (broadcast product when each matrix has one
     column, product summed along X when it has one row, batched dot otherwise, one
     matrix product for a group of one), with fixed and per-item (PES) matrices; each
-    must give nengo.Simulator's outputs, in float64 to 1e-8."""
+    must give nengo.Simulator's outputs, in float64 to 1e-8, in every minibatch item.
+    The batched dot is a matmul (no Einsum, slow to lower to XLA) except for shared
+    matrices at minibatch > 1."""
     from nengo_dl_nb.op_builders import DotIncBuilder
     with nengo.Network(seed=4) as net:
         nengo_dl_nb.configure_settings(dtype=tf.float64)
@@ -72,21 +75,29 @@ def test_dotinc_group_shapes_agree_with_nengo():
             conn = nengo.Connection(e, out1, learning_rule_type=nengo.PES(1e-3))
             nengo.Connection(out1, conn.learning_rule, transform=-1)  # error = output
         for e in twos:
-            nengo.Connection(e, out2, function=lambda x: x ** 2)
+            conn = nengo.Connection(e, out2, function=lambda x: x ** 2,
+                                    learning_rule_type=nengo.PES(1e-4))
+            nengo.Connection(out2, conn.learning_rule, transform=-1)
         nengo.Connection(lone, out2, function=lambda x: x[:2] * x[2])
         probes = [nengo.Probe(out1, synapse=0.01), nengo.Probe(out2, synapse=0.01)]
     with nengo.Simulator(net, progress_bar=False) as ref:
         ref.run_steps(60)
-    with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+    with nengo_dl_nb.Simulator(net, minibatch_size=minibatch_size, progress_bar=False) as sim:
         shapes = set()
         for op_build in sim.runner.timestep.op_builds.values():
             if isinstance(op_build, DotIncBuilder) and op_build.dense:
                 shapes.add(("m1" if op_build.m == 1 else "n1" if op_build.n == 1 else
                             "one" if op_build.g == 1 else "dot", op_build.A.minibatched))
-        assert {("m1", False), ("n1", True), ("dot", False)} <= shapes, shapes
+        assert {("m1", False), ("n1", True), ("dot", False), ("dot", True)} <= shapes, shapes
         sim.run_steps(60)
         for p in probes:
-            np.testing.assert_allclose(sim.data[p], ref.data[p], atol=1e-8)
+            items = np.reshape(sim.data[p], (minibatch_size,) + ref.data[p].shape)
+            for item in items:
+                np.testing.assert_allclose(item, ref.data[p], atol=1e-8)
+        graph = sim.runner.step_call().concrete.graph
+        types = {op.type for op in graph.get_operations()}
+        assert "BatchMatMulV2" in types
+        assert ("Einsum" in types) == (minibatch_size > 1)
 
 
 def test_int_constant_is_shared_within_a_graph_and_free_of_control_deps():
