@@ -175,8 +175,7 @@ def run_function(self: DistributedRunner, training=False):
 
         def simulate(n, padding, inputs, state, params):
             context = StepContext(training, self.fixed_arrays(dict(zip(layout.param_keys,
-                                                                       params))),
-                                  self.replica_jit)
+                                                                       params))))
             state, outputs = simulation_loop(self.timestep, context, n, tf.shape(padding)[0],
                                              inputs, state, self.unroll)
             return state, tuple(outputs)

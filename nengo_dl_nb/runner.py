@@ -635,9 +635,8 @@ def call(self: BaseRunner, fn, *args, **kwargs):
 def simulate(self: Runner, n_steps, length, inputs, state, params=None, training=False,
              static_steps=None):
     """`simulation_loop` of this runner's step: `n_steps` steps from `state` with parameter
-    values `params` (default: the variables'), traced into a function that XLA compiles
-    where `jit_compile` says (every caller's function is)."""
-    context = StepContext(training, self.fixed_arrays(params), self.jit_compile)
+    values `params` (default: the variables')."""
+    context = StepContext(training, self.fixed_arrays(params))
     return simulation_loop(self.timestep, context, n_steps, length, inputs, state,
                            self.unroll, static_steps)
 
@@ -728,8 +727,8 @@ def _one_step(self: Runner, *inputs):
     step (one vector of them all, shared by every minibatch item), or nothing."""
     # each node's values, broadcast over the minibatch by `scatter`
     nodes = input_feed(inputs[0], self.input_widths) if inputs else []
-    context = StepContext(False, self.fixed_arrays(), self.jit_compile)
-    state, probes = self.timestep(context, self.read_state(), nodes)
+    state, probes = self.timestep(StepContext(False, self.fixed_arrays()), self.read_state(),
+                                  nodes)
     self.write_state(state)
     return tuple(probes)
 
@@ -888,7 +887,7 @@ def segment_calls(self: Runner, training=False):
         widths = self.input_widths
 
         def part(i, *args):
-            context = StepContext(training, self.fixed_arrays(), self.segment_jit)
+            context = StepContext(training, self.fixed_arrays())
             # (the input nodes' values come as one array)
             feed = input_feed(args[n_state], widths) if i == 0 and widths else args[n_state:]
             state, reads, probes = step.run_segment(
@@ -988,7 +987,7 @@ def sink_run_call(self: Runner, training=False):
         widths = self.input_widths
 
         def run(n, *args):
-            context = StepContext(training, self.fixed_arrays(), self.segment_jit)
+            context = StepContext(training, self.fixed_arrays())
             arrays = tuple(tf.TensorArray(t.dtype, size=length, element_shape=(mb,) + t.shape)
                            for t in layout.probe_blocks) + tuple(
                 tf.TensorArray(flat[p[0]].dtype, size=length, element_shape=shape)

@@ -325,15 +325,12 @@ class SignalDict:
         tensors.
     training : bool
         Whether this step runs in training mode (neurons in their differentiable form).
-    compiled : bool
-        Whether XLA compiles the function this step is traced into.
     """
 
-    def __init__(self, layout, bases, training=False, compiled=False):
+    def __init__(self, layout, bases, training=False):
         self.layout = layout
         self.bases = dict(bases)
         self.training = bool(training)
-        self.compiled = bool(compiled)
         self.dtype = layout.dtype
         self.minibatch_size = layout.minibatch_size
 
@@ -420,5 +417,4 @@ class SignalDict:
         self.bases[dst.key] = segments
 
     def __repr__(self):
-        return (f"SignalDict({len(self.bases)} base arrays, training={self.training}, "
-                f"compiled={self.compiled})")
+        return f"SignalDict({len(self.bases)} base arrays, training={self.training})"

@@ -108,7 +108,6 @@ class StepContext(NamedTuple):
     "What a timestep depends on besides the state and the inputs."
     training: bool  # neurons in their differentiable form
     fixed: Mapping  # BaseKey -> tensor of every array that does not change during a run
-    compiled: bool = False  # whether XLA compiles the function the step is traced into
 
 # %% ../nbs/13_step.ipynb #b54bae25
 class Step:
@@ -158,7 +157,7 @@ class Step:
         layout = self.layout
         bases = state_arrays(layout, state)
         bases.update(context.fixed)
-        signals = SignalDict(layout, bases, training=context.training, compiled=context.compiled)
+        signals = SignalDict(layout, bases, training=context.training)
         for tsig, values in zip(self.input_views, inputs):
             signals.scatter(tsig, values)
         side_effects = self.builder.build(signals)
@@ -229,7 +228,7 @@ def run_segment(self: Step, i, context, state, feed, reads=None):
     segment = segments[i]
     bases = state_arrays(layout, state)
     bases.update(context.fixed)
-    signals = SignalDict(layout, bases, training=context.training, compiled=context.compiled)
+    signals = SignalDict(layout, bases, training=context.training)
     targets = self.input_views if i == 0 else segments[i - 1].python.python_writes
     for tsig, values in zip(targets, feed):
         signals.scatter(tsig, values)
