@@ -188,8 +188,6 @@ class DotIncBuilder(OpBuilder):
             Y = tf.matmul(reshape(A, (mb, g, n, m)), reshape(X, (mb, g, m, 1)))
         elif g == 1:
             Y = tf.matmul(reshape(X, (-1, m)), reshape(A, (n, m)), transpose_b=True)
-        elif mb == 1:  # (g, n, m) @ (g, m, 1)
-            Y = tf.matmul(reshape(A, (g, n, m)), reshape(X, (g, m, 1)))
         else:
             Y = tf.einsum("gnm,bgm->bgn", reshape(A, (g, n, m)), reshape(X, (mb, g, m)))
         signals.scatter(self.Y, reshape(Y, (-1, g * n)), mode="inc")
