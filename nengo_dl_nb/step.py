@@ -162,7 +162,7 @@ class Step:
             signals.scatter(tsig, values)
         side_effects = self.builder.build(signals)
         probes = probe_blocks(layout, signals)
-        new_state = tuple(seg for k in layout.state_keys for seg in signals.bases[k])
+        new_state = tuple(seg for k in layout.state_keys for seg in signals.segments(k))
         if side_effects:  # the next step's state waits for them
             with tf.control_dependencies(side_effects):
                 new_state = tuple(tf.identity(seg) for seg in new_state)
@@ -242,5 +242,5 @@ def run_segment(self: Step, i, context, state, feed, reads=None):
     if segment.python is not None:
         reads.extend(signals.gather(t) for t in next(wanted))
     probes = probe_blocks(layout, signals) if i == len(segments) - 1 else []
-    new_state = tuple(seg for k in layout.state_keys for seg in signals.bases[k])
+    new_state = tuple(seg for k in layout.state_keys for seg in signals.segments(k))
     return new_state, reads, probes
