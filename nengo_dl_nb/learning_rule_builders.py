@@ -50,6 +50,14 @@ class LearningRuleBuilder(OpBuilder):
                                      for v in values]), dtype=self.dtype)
 
     @staticmethod
+    def outer(u, v):
+        """Batched outer products: `(b, g, n)` and `(b', g, m)` -> `(b, g, n, m)`. The new
+        axes come by `reshape`, which adds no op to a tensor `read` has just reshaped (where
+        `u[..., :, None]` traces a strided slice and its four constants)."""
+        g, n, m = u.shape[-2], u.shape[-1], v.shape[-1]
+        return reshape(u, (-1, g, n, 1)) * reshape(v, (-1, g, 1, m))
+
+    @staticmethod
     def shapes(op, attrs):
         return tuple(getattr(op, a).shape for a in attrs)
 
@@ -70,7 +78,7 @@ class SimPESBuilder(LearningRuleBuilder):
     def build_step(self, signals):
         pre = self.read(signals, self.pre, (self.n_pre,))
         error = self.read(signals, self.error, (self.n_err,))
-        delta = (self.alpha * error)[..., :, None] * pre[..., None, :]
+        delta = self.outer(self.alpha * error, pre)
         self.write(signals, self.delta, delta)
 
     @staticmethod
@@ -200,7 +208,7 @@ class OuterIncBuilder(LearningRuleBuilder):
     def build_step(self, signals):
         u = self.read(signals, self.u, (self.n_u,))
         v = self.read(signals, self.v, (self.n_v,))
-        signals.scatter(self.Y, reshape(u[..., :, None] * v[..., None, :], (-1, self.Y.size)),
+        signals.scatter(self.Y, reshape(self.outer(u, v), (-1, self.Y.size)),
                         mode="inc")
 
     @staticmethod
@@ -225,7 +233,7 @@ class SimBCMBuilder(LearningRuleBuilder):
         pre = self.read(signals, self.pre, (self.n_pre,))
         post = self.read(signals, self.post, (self.n_post,))
         theta = self.read(signals, self.theta, (self.n_post,))
-        delta = (self.alpha * post * (post - theta))[..., :, None] * pre[..., None, :]
+        delta = self.outer(self.alpha * post * (post - theta), pre)
         self.write(signals, self.delta, delta)
 
     @staticmethod
@@ -254,7 +262,7 @@ class SimOjaBuilder(LearningRuleBuilder):
         weights = self.read(signals, self.weights, (self.n_post, self.n_pre))
         post_squared = self.alpha * post * post
         delta = -self.beta * weights * post_squared[..., :, None]
-        delta = delta + (self.alpha * post)[..., :, None] * pre[..., None, :]
+        delta = delta + self.outer(self.alpha * post, pre)
         self.write(signals, self.delta, delta)
 
     @staticmethod

@@ -157,9 +157,10 @@ class LIFRateBuilder(TFNeuronBuilder):
     def rates(self, J):
         j = J - 1
         active = j > 0
-        safe_j = tf.where(active, j, tf.ones_like(j))
+        one, zero = tf.constant(1, J.dtype), tf.constant(0, J.dtype)  # (broadcast: no fills)
+        safe_j = tf.where(active, j, one)
         rate = self.amplitude / (self.tau_ref + self.tau_rc * tf.math.log1p(1 / safe_j))
-        return tf.where(active, rate, tf.zeros_like(rate))
+        return tf.where(active, rate, zero)
 
     def step(self, J):
         return self.rates(J), {}
@@ -184,12 +185,13 @@ class LIFBuilder(LIFRateBuilder):
         spiked = voltage > 1
         output = tf.cast(spiked, J.dtype) * self.spike_size
         # spike time, from v(0) = 1 (computed where it is defined, used only where spiked)
-        overshoot = tf.where(spiked, (voltage - 1) / (J - 1), tf.zeros_like(J))
+        zero = tf.constant(0, J.dtype)  # (a scalar broadcasts: no fill op, no shape)
+        overshoot = tf.where(spiked, (voltage - 1) / (J - 1), zero)
         # log(1 - x), not log1p(-x): XLA's log1p, careful near 0, costs as much as the rest
         # of this update; here its care buys nothing (x < 1, and an absolute error of eps in
         # the log moves t_spike by tau_rc * eps)
         t_spike = dt + self.tau_rc * tf.math.log(1 - overshoot)
-        voltage = tf.where(spiked, tf.zeros_like(voltage), tf.maximum(voltage, self.min_voltage))
+        voltage = tf.where(spiked, zero, tf.maximum(voltage, self.min_voltage))
         refractory_time = tf.where(spiked, self.tau_ref + t_spike, refractory_time)
         return output, {"voltage": voltage, "refractory_time": refractory_time}
 

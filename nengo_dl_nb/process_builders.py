@@ -96,17 +96,17 @@ class LinearFilterStep:
         "Filter input `u` `(mb, n)` one step: updates the state, returns the output."
         if self.k == 0:
             return self.D * u
+        if self.k == 1 and not self.passthrough:  # (mb, n) throughout: no reshapes, no slice
+            X = self.a * signals.gather(self.X) + self.b * reshape(u, (-1, self.n))
+            signals.scatter(self.X, X)
+            return X
         X = reshape(signals.gather(self.X), (-1, self.k, self.n))
         u = reshape(u, (-1, 1, self.n))
-        if self.k == 1 and not self.passthrough:
-            X = self.a * X + self.b * u
-            y = X[:, 0]
-        else:
-            if self.passthrough:  # General: output from the old state
-                y = tf.reduce_sum(self.C * X, axis=1) + self.D * u[:, 0]
-            X = tf.reduce_sum(self.A[None] * X[:, None], axis=2) + self.B * u
-            if not self.passthrough:  # NoD: the input enters the state before the output
-                y = tf.reduce_sum(self.C * X, axis=1)
+        if self.passthrough:  # General: output from the old state
+            y = tf.reduce_sum(self.C * X, axis=1) + self.D * u[:, 0]
+        X = tf.reduce_sum(self.A[None] * X[:, None], axis=2) + self.B * u
+        if not self.passthrough:  # NoD: the input enters the state before the output
+            y = tf.reduce_sum(self.C * X, axis=1)
         signals.scatter(self.X, reshape(X, (-1, self.k * self.n)))
         return y
 
