@@ -56,7 +56,11 @@ class BuildConfig(NamedTuple):
 # %% ../nbs/02_builder.ipynb #95d0c711
 class OpBuilder:
     """Builds a group of merged operators. The constructor computes the constant parts;
-    `build_step` emits one timestep; `build_post` runs after construction and at every reset."""
+    `build_step` emits one timestep; `build_post` runs after construction and at every reset.
+    `stateful`: whether `build_step` traces stateful ops (variable reads, random generators,
+    Python calls), which a simulation loop must keep in order (see `runner.while_loop`)."""
+
+    stateful = False
 
     def __init__(self, ops, signals, config):
         self.ops = tuple(ops)

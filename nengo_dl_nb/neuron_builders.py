@@ -463,6 +463,8 @@ class RandomSpikingBuilder(TFNeuronBuilder):
     """Base for the random rates-to-spikes wrappers: the per-step seed (`step_seed`, set by
     `build_step` before `step` runs) and the base types' sign handling."""
 
+    stateful = True  # (it reads the seed from a variable)
+
     def __init__(self, ops, signals, config):
         super().__init__(ops, signals, config)
         self.spike_size = self.param("amplitude", lambda a: a / self.dt)

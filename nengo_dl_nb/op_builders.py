@@ -274,6 +274,8 @@ def check_output(fn, y, size):
 class SimPyFuncBuilder(OpBuilder):
     "Build a group of `SimPyFunc` operators: one `tf.numpy_function` call per timestep."
 
+    stateful = True
+
     def __init__(self, ops, signals, config):
         super().__init__(ops, signals, config)
         self.dt = config.dt
@@ -352,6 +354,8 @@ class SimPyFuncBuilder(OpBuilder):
 # %% ../nbs/06_op_builders.ipynb #87b9188a
 class GenericOpBuilder(OpBuilder):
     "Run a group of operators with their own `make_step`, in Python, per minibatch item."
+
+    stateful = True
 
     def not_differentiable(self):
         op = self.ops[0]

@@ -204,6 +204,8 @@ def _native_filter(synapse):
 class NoiseBuilder(TFProcessBuilder):
     "Build a group of `WhiteNoise`/`FilteredNoise` processes with one distribution and filter form."
 
+    stateful = True  # (it reads its streams' keys from a variable)
+
     def __init__(self, ops, signals, config):
         super().__init__(ops, signals, config)
         self.mode = _modes[ops[0].mode]

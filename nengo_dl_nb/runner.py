@@ -144,11 +144,11 @@ class _StatefulBody(Exception):
     "A loop body traced without automatic control dependencies holds a stateful op."
 
 
-def while_loop(cond, body, loop_vars, **kwargs):
+def while_loop(cond, body, loop_vars, stateful=False, **kwargs):
     """`tf.while_loop`, its body traced without automatic control dependencies where it
-    holds no stateful op (see above)."""
+    holds no stateful op (see above; `stateful`: the caller knows it does)."""
     graph = tf.compat.v1.get_default_graph()
-    if not getattr(graph, "_add_control_dependencies", False):  # eager, or TF1-style graph
+    if stateful or not getattr(graph, "_add_control_dependencies", False):  # (eager, TF1)
         return tf.while_loop(cond, body, loop_vars, **kwargs)
 
     def checked_body(*args):
@@ -189,11 +189,11 @@ def simulation_loop(step, context, n_steps, length, inputs, state, unroll=1,
     i = tf.constant(0)
     if static_steps is None or static_steps >= k:
         i, state, arrays = while_loop(
-            lambda i, s, a: i + k <= n_steps, steps(k), (i, state, arrays),
+            lambda i, s, a: i + k <= n_steps, steps(k), (i, state, arrays), step.stateful,
             maximum_iterations=None if static_steps is None else static_steps // k)
     if k > 1 and (static_steps is None or static_steps % k):
         i, state, arrays = while_loop(
-            lambda i, s, a: i < n_steps, steps(1), (i, state, arrays),
+            lambda i, s, a: i < n_steps, steps(1), (i, state, arrays), step.stateful,
             maximum_iterations=None if static_steps is None else static_steps % k)
     return state, [a.stack() for a in arrays]
 
@@ -1030,7 +1030,8 @@ def sink_run_call(self: Runner, training=False):
                 return i + 1, packed_state(layout, new), arrays
 
             _, state, arrays = while_loop(lambda i, s, a: i < n, body,
-                                             (tf.constant(0), tuple(args[:n_state]), arrays))
+                                          (tf.constant(0), tuple(args[:n_state]), arrays),
+                                          step.stateful)
             return tuple(state) + tuple(a.stack() for a in arrays)
 
         specs = [tf.TensorSpec((), tf.int32)] + state_specs + (

@@ -346,6 +346,10 @@ class Row:
         flat = flat_segment(segment)
         return cls([(0, _width(flat), flat, 0)], (-1,) + tuple(segment.shape[1:]))
 
+    @property
+    def dtype(self):
+        return self.pieces[0][2].dtype
+
     def read(self, lo, hi):
         "Columns `lo:hi`, `(mb, hi - lo)`: the pieces' parts there, side by side."
         parts = []
@@ -369,15 +373,8 @@ class Row:
 
     def value(self):
         "The whole segment, joined, in its own shape."
-        merged = []
-        for piece in self.pieces:  # neighbouring columns of one tensor: one piece again
-            if merged and merged[-1][2] is piece[2] and merged[-1][1] == piece[0] and (
-                    merged[-1][3] + merged[-1][1] - merged[-1][0] == piece[3]):
-                merged[-1] = (merged[-1][0], piece[1], piece[2], merged[-1][3])
-            else:
-                merged.append(piece)
         return reshape(concat_columns([_columns_of(t, off, off + hi - lo)
-                                       for lo, hi, t, off in merged]), self.shape)
+                                       for lo, hi, t, off in self.pieces]), self.shape)
 
 
 def _columns_of(tensor, lo, hi):
@@ -457,9 +454,8 @@ class SignalDict:
             raise BuildError(f"unknown scatter mode {mode!r}")
         segments = list(self.bases[dst.key])
         mb = self.minibatch_size
-        dtype = (segments[0].dtype if not isinstance(segments[0], Row)
-                 else segments[0].pieces[0][2].dtype)
-        val = reshape(broadcast_to(tf.cast(val, dtype), dst.full_shape), (mb, dst.size))
+        val = reshape(broadcast_to(tf.cast(val, segments[0].dtype), dst.full_shape),
+                      (mb, dst.size))
         bounds = self.layout.bounds(dst.key)
         plan = segment_plan(dst, bounds)
         if dst._unique is None:
@@ -471,30 +467,25 @@ class SignalDict:
                 self.scatter(layer, take_columns(val, cols), mode="inc")
             return
         if plan[0] == "runs":
-            offset, single = 0, len(plan[1]) == 1
+            offset = 0
             for seg, lo, hi in plan[1]:
                 old, length = segments[seg], bounds[seg + 1] - bounds[seg]
                 if lo == 0 and hi == length:  # the whole segment, in its own shape
-                    piece = val if single else columns(val, offset, offset + hi - lo)
-                    if isinstance(old, Row):
-                        old = old.read(0, length) if mode == "inc" else None
-                        piece = piece if old is None else piece + old
-                        piece = reshape(piece, (-1,) + segments[seg].shape[1:])
-                    else:
-                        piece = reshape(piece, (-1,) + tuple(old.shape[1:]))
-                        piece = piece + old if mode == "inc" else piece
+                    piece = reshape(_columns_of(val, offset, offset + hi - lo),
+                                    (-1,) + tuple(old.shape[1:]))
+                    if mode == "inc":
+                        piece = piece + (old.value() if isinstance(old, Row) else old)
                     segments[seg] = piece
                 else:  # a piece of it: the row of pieces is joined when it is read whole
                     row = old if isinstance(old, Row) else Row.of(old)
                     if mode == "inc":
-                        piece = (val if single else columns(val, offset, offset + hi - lo))
-                        segments[seg] = row.put(lo, hi, piece + row.read(lo, hi))
-                    else:
+                        piece = _columns_of(val, offset, offset + hi - lo) + row.read(lo, hi)
+                        segments[seg] = row.put(lo, hi, piece)
+                    else:  # (a view of `val`: cut only if read)
                         segments[seg] = row.put(lo, hi, val, offset)
                 offset += hi - lo
         else:
             _, first, last, _ = plan
-            self.bases[dst.key] = segments
             segments = self.segments(dst.key)
             local = dst.indices - bounds[first]
             nd = np.stack(np.broadcast_arrays(np.arange(mb)[:, None], local[None, :]), axis=-1)

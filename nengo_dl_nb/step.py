@@ -141,6 +141,11 @@ class Step:
         return self.builder.op_builds
 
     @property
+    def stateful(self):
+        "Whether some op group traces stateful ops (`OpBuilder.stateful`)."
+        return any(inner_builder(b).stateful for b in self.op_builds.values())
+
+    @property
     def uses_python(self):
         "Whether some op group runs Python code (which XLA cannot compile)."
         return any(isinstance(inner_builder(b), (GenericOpBuilder, SimPyFuncBuilder))

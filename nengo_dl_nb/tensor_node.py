@@ -221,6 +221,8 @@ class SimTensorNodeBuilder(OpBuilder):
     """Builds a `SimTensorNode`: `func(t, x)` each step, with the node's own random
     generator as the global one; exposes the function's variables."""
 
+    stateful = True  # (the function's variables, its random generator)
+
     def __init__(self, ops, signals, config):
         super().__init__(ops, signals, config)
         op = ops[0]
