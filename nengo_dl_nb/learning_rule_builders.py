@@ -15,7 +15,7 @@ from nengo.builder.signal import Signal
 
 from .builder import Builder, OpBuilder
 from .op_builders import combined, flat_signal
-from .signals import reshape
+from .signals import reshape, step_constant
 
 # %% ../nbs/10_learning_rule_builders.ipynb #06d9a785
 class LearningRuleBuilder(OpBuilder):
@@ -45,9 +45,9 @@ class LearningRuleBuilder(OpBuilder):
         values = [np.asarray(v, dtype=np.float64) for v in values]
         if all(np.array_equal(v, values[0]) for v in values[1:]):
             v = values[0]
-            return tf.constant(v if v.ndim == 0 else v.reshape(shape), dtype=self.dtype)
-        return tf.constant(np.stack([np.broadcast_to(v.reshape(shape) if v.ndim else v, shape)
-                                     for v in values]), dtype=self.dtype)
+            return step_constant(v if v.ndim == 0 else v.reshape(shape), self.dtype)
+        return step_constant(np.stack([np.broadcast_to(v.reshape(shape) if v.ndim else v, shape)
+                                       for v in values]), self.dtype)
 
     @staticmethod
     def outer(u, v):

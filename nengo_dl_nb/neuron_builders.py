@@ -18,6 +18,7 @@ from nengo.builder.neurons import SimNeurons
 from .builder import Builder, OpBuilder, builder_implementing
 from .neurons import FAR_BELOW, SoftLIFRate
 from .op_builders import GenericOpBuilder, combined, flat_signal
+from .signals import step_constant
 
 # %% ../nbs/08_neuron_builders.ipynb #7e708a80
 @Builder.register(nengo.neurons.NeuronType)
@@ -269,7 +270,7 @@ class IzhikevichBuilder(TFNeuronBuilder):
         self.tau_recovery, self.coupling = self.param("tau_recovery"), self.param("coupling")
         self.reset_voltage = self.param("reset_voltage")
         self.reset_recovery = self.param("reset_recovery")
-        self.spike_size = tf.constant(1.0 / self.dt, dtype=signals.dtype)
+        self.spike_size = np.asarray(1.0 / self.dt, signals.dtype.as_numpy_dtype)
 
     def step(self, J, voltage, recovery):
         dt = self.dt
@@ -470,7 +471,7 @@ class RandomSpikingBuilder(TFNeuronBuilder):
         self.spike_size = self.param("amplitude", lambda a: a / self.dt)
         negative = [bool(op.neurons.negative) for op in ops]
         self.negative = (negative[0] if all(n == negative[0] for n in negative)
-                         else tf.constant(np.repeat(negative, self.sizes)[None]))
+                         else step_constant(np.repeat(negative, self.sizes)[None], tf.bool))
         self.seed = tf.Variable(np.int64(0), trainable=False, name="neurons_seed")
         self.counter = signals[config.step]  # the model's step counter (int64)
         self.step_seed = None

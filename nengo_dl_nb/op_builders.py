@@ -19,7 +19,7 @@ from nengo.exceptions import BuildError, SimulationError
 from nengo.utils.numpy import broadcast_shape
 
 from .builder import Builder, OpBuilder
-from .signals import reshape, sparse_coordinates
+from .signals import reshape, sparse_coordinates, step_constant
 from .utils import function_name, np_dtype
 
 # %% ../nbs/06_op_builders.ipynb #788ea7d8
@@ -81,7 +81,7 @@ class ResetBuilder(OpBuilder):
         values = np.concatenate([np.broadcast_to(np.asarray(op.value), op.dst.shape).ravel()
                                  for op in ops])
         dtype = self.dst.dtype
-        self.value = tf.constant(values[0] if np.all(values == values[0]) else values, dtype=dtype)
+        self.value = step_constant(values[0] if np.all(values == values[0]) else values, dtype)
 
     def build_step(self, signals):
         signals.scatter(self.dst, self.value, mode=self.mode)
@@ -217,7 +217,7 @@ class SparseDotIncBuilder(OpBuilder):
         self.A = combined(signals, As, "SparseDotInc.A")
         self.X = combined(signals, Xs, "SparseDotInc.X")
         self.Y = combined(signals, Ys, "SparseDotInc.Y")
-        self.segments = tf.constant(np.concatenate(segments), dtype=tf.int32)
+        self.segments = step_constant(np.concatenate(segments), tf.int32)
         self.n_out = offset
 
     def build_step(self, signals):

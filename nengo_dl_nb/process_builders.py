@@ -21,7 +21,7 @@ from nengo.utils.numpy import maxint
 
 from .builder import Builder, OpBuilder, builder_implementing
 from .op_builders import GenericOpBuilder, combined, flat_signal
-from .signals import reshape
+from .signals import reshape, step_constant
 
 # %% ../nbs/09_process_builders.ipynb #aae05d03
 @Builder.register(Process)
@@ -71,10 +71,10 @@ class LinearFilterStep:
 
         def per_element(values, shape):  # one coefficient array, last axis elements
             if all(np.array_equal(values[0], v) for v in values[1:]):
-                return tf.constant(np.reshape(values[0], shape + (1,)), dtype=dtype)
-            return tf.constant(np.concatenate(
+                return step_constant(np.reshape(values[0], shape + (1,)), dtype)
+            return step_constant(np.concatenate(
                 [np.broadcast_to(np.reshape(v, shape + (1,)), shape + (n,))
-                 for v, n in zip(values, sizes)], axis=-1), dtype=dtype)
+                 for v, n in zip(values, sizes)], axis=-1), dtype)
 
         k = self.k
         self.D = per_element([np.ravel(s[3])[0] for s in systems], ())
@@ -241,7 +241,7 @@ class NoiseBuilder(TFProcessBuilder):
         offsets = dict(zip(self.stream_seeds, np.cumsum([0] + self.stream_sizes[:-1])))
         order = np.concatenate([offsets[s] + idx for s, idx in element_stream])
         identity = len(order) == sum(self.stream_sizes) and np.array_equal(order, np.arange(len(order)))
-        self.order = None if identity else tf.constant(order, dtype=tf.int32)
+        self.order = None if identity else step_constant(order, tf.int32)
         self.keys = tf.Variable(np.zeros(len(self.stream_seeds), np.int64), trainable=False,
                                 name="noise_keys")
 
@@ -326,7 +326,7 @@ class PiecewiseBuilder(TimeTableBuilder):
 
     def make_table(self, process, size):
         times, values = zip(*sorted(process.data.items()))
-        self.times = tf.constant(times, dtype=tf.float64)
+        self.times = step_constant(times, tf.float64)
         return np.concatenate([np.zeros((1, size)), np.reshape(values, (len(values), size))])
 
     def row(self, t):  # row 0 (zeros) before the first time
