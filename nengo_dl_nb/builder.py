@@ -58,9 +58,14 @@ class OpBuilder:
     """Builds a group of merged operators. The constructor computes the constant parts;
     `build_step` emits one timestep; `build_post` runs after construction and at every reset.
     `stateful`: whether `build_step` traces stateful ops (variable reads, random generators,
-    Python calls), which a simulation loop must keep in order (see `runner.while_loop`)."""
+    Python calls), which a simulation loop must keep in order (see `runner.while_loop`).
+    `run_variables`: variables `build_step` reads that no step writes (a random stream's
+    seed, set at reset); a run reads them once, before its loop, and the step gets their
+    values through `SignalDict.read_variable`, so reading them is not a stateful op of the
+    loop."""
 
     stateful = False
+    run_variables = ()
 
     def __init__(self, ops, signals, config):
         self.ops = tuple(ops)

@@ -15,7 +15,7 @@ from nengo.exceptions import SimulationError, ValidationError
 
 from .runner import (BaseRunner, apply_gradients, node_values, objective_probes,
                                 objective_value, simulation_loop)
-from .step import StepContext, flat_state, whole_arrays
+from .step import flat_state, whole_arrays
 
 # %% ../nbs/15_distribute.ipynb #5267e6fd
 def check_strategy(strategy, minibatch_size, obj=None):
@@ -174,8 +174,7 @@ def run_function(self: DistributedRunner, training=False):
         layout = self.layout
 
         def simulate(n, padding, inputs, state, params):
-            context = StepContext(training, self.fixed_arrays(dict(zip(layout.param_keys,
-                                                                       params))))
+            context = self.step_context(training, dict(zip(layout.param_keys, params)))
             state, outputs = simulation_loop(self.timestep, context, n, tf.shape(padding)[0],
                                              inputs, state, self.unroll)
             return state, tuple(outputs)
@@ -261,7 +260,7 @@ def train_function(self: DistributedRunner, n_steps, objective, optimizer):
             optimizer.build(variables)
 
         def loss_and_state(inputs, targets, state, params):
-            context = StepContext(True, self.fixed_arrays(dict(zip(layout.param_keys, params))))
+            context = self.step_context(True, dict(zip(layout.param_keys, params)))
             state, outputs = simulation_loop(self.timestep, context, tf.constant(n_steps),
                                              n_steps, inputs, state, self.unroll,
                                              static_steps=n_steps)

@@ -464,8 +464,6 @@ class RandomSpikingBuilder(TFNeuronBuilder):
     """Base for the random rates-to-spikes wrappers: the per-step seed (`step_seed`, set by
     `build_step` before `step` runs) and the base types' sign handling."""
 
-    stateful = True  # (it reads the seed from a variable)
-
     def __init__(self, ops, signals, config):
         super().__init__(ops, signals, config)
         self.spike_size = self.param("amplitude", lambda a: a / self.dt)
@@ -473,6 +471,7 @@ class RandomSpikingBuilder(TFNeuronBuilder):
         self.negative = (negative[0] if all(n == negative[0] for n in negative)
                          else step_constant(np.repeat(negative, self.sizes)[None], tf.bool))
         self.seed = tf.Variable(np.int64(0), trainable=False, name="neurons_seed")
+        self.run_variables = (self.seed,)  # (set at reset, read once per run)
         self.counter = signals[config.step]  # the model's step counter (int64)
         self.step_seed = None
 
@@ -481,7 +480,7 @@ class RandomSpikingBuilder(TFNeuronBuilder):
 
     def build_step(self, signals):
         step = tf.cast(tf.reshape(signals.gather(self.counter), (-1,))[0], tf.int64)  # all items
-        self.step_seed = tf.stack([self.seed, step])
+        self.step_seed = tf.stack([signals.read_variable(self.seed), step])
         return super().build_step(signals)
 
     def training_step(self, J):  # the base type's rates, times the amplitude

@@ -204,7 +204,6 @@ def _native_filter(synapse):
 class NoiseBuilder(TFProcessBuilder):
     "Build a group of `WhiteNoise`/`FilteredNoise` processes with one distribution and filter form."
 
-    stateful = True  # (it reads its streams' keys from a variable)
 
     def __init__(self, ops, signals, config):
         super().__init__(ops, signals, config)
@@ -244,6 +243,7 @@ class NoiseBuilder(TFProcessBuilder):
         self.order = None if identity else step_constant(order, tf.int32)
         self.keys = tf.Variable(np.zeros(len(self.stream_seeds), np.int64), trainable=False,
                                 name="noise_keys")
+        self.run_variables = (self.keys,)  # (set at reset, read once per run)
 
         filters = [noise_filter(op.process) for op in ops]
         self.filter = None if filters[0] is None else LinearFilterStep(
@@ -258,7 +258,7 @@ class NoiseBuilder(TFProcessBuilder):
         mb, dtype = signals.minibatch_size, signals.dtype
         draw = (tf.random.stateless_normal if self.kind == "normal"
                 else tf.random.stateless_uniform)
-        keys = self.keys.read_value()
+        keys = signals.read_variable(self.keys)
         raw = [draw((mb, n), seed=tf.stack([keys[i], step]), dtype=dtype, alg="philox")
                for i, n in enumerate(self.stream_sizes)]
         raw = raw[0] if len(raw) == 1 else tf.concat(raw, axis=1)

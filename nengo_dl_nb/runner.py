@@ -639,6 +639,14 @@ def fixed_arrays(self: BaseRunner, params=None):
     fixed.update(self.constants)
     return fixed
 
+
+@patch
+def step_context(self: BaseRunner, training=False, params=None):
+    """The `StepContext` of a run: its fixed arrays (`fixed_arrays(params)`) and the op
+    builders' `run_variables`, read now (before the loop, where a run is traced)."""
+    return StepContext(training, self.fixed_arrays(params),
+                       {v.ref(): v.read_value() for v in self.timestep.run_variables})
+
 # %% ../nbs/14_runner.ipynb #f617eedd
 @patch
 def call(self: BaseRunner, fn, *args, **kwargs):
@@ -668,7 +676,7 @@ def simulate(self: Runner, n_steps, length, inputs, state, params=None, training
              static_steps=None):
     """`simulation_loop` of this runner's step: `n_steps` steps from `state` with parameter
     values `params` (default: the variables')."""
-    context = StepContext(training, self.fixed_arrays(params))
+    context = self.step_context(training, params)
     return simulation_loop(self.timestep, context, n_steps, length, inputs, state,
                            self.unroll, static_steps)
 
@@ -759,8 +767,7 @@ def _one_step(self: Runner, *inputs):
     step (one vector of them all, shared by every minibatch item), or nothing."""
     # each node's values, broadcast over the minibatch by `scatter`
     nodes = input_feed(inputs[0], self.input_widths) if inputs else []
-    state, probes = self.timestep(StepContext(False, self.fixed_arrays()), self.read_state(),
-                                  nodes)
+    state, probes = self.timestep(self.step_context(), self.read_state(), nodes)
     self.write_state(state)
     return tuple(probes)
 
@@ -919,7 +926,7 @@ def segment_calls(self: Runner, training=False):
         widths = self.input_widths
 
         def part(i, *args):
-            context = StepContext(training, self.fixed_arrays())
+            context = self.step_context(training)
             # (the input nodes' values come as one array)
             feed = input_feed(args[n_state], widths) if i == 0 and widths else args[n_state:]
             state, reads, probes = step.run_segment(
@@ -1019,7 +1026,7 @@ def sink_run_call(self: Runner, training=False):
         widths = self.input_widths
 
         def run(n, *args):
-            context = StepContext(training, self.fixed_arrays())
+            context = self.step_context(training)
             arrays = tuple(tf.TensorArray(t.dtype, size=length, element_shape=(mb,) + t.shape)
                            for t in layout.probe_blocks) + tuple(
                 tf.TensorArray(flat[p[0]].dtype, size=length, element_shape=shape)

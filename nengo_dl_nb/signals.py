@@ -405,18 +405,27 @@ class SignalDict:
         tensors.
     training : bool
         Whether this step runs in training mode (neurons in their differentiable form).
+    variables : dict, optional
+        `variable.ref()` -> its value read before the loop (`OpBuilder.run_variables`).
     """
 
-    def __init__(self, layout, bases, training=False):
+    def __init__(self, layout, bases, training=False, variables=None):
         self.layout = layout
         self.bases = dict(bases)
         self.training = bool(training)
+        self.variables = {} if variables is None else variables
         self.dtype = layout.dtype
         self.minibatch_size = layout.minibatch_size
 
     def __getitem__(self, sig):
         "The TensorSignal of Nengo signal `sig`."
         return self.layout[sig]
+
+    def read_variable(self, var):
+        """The value of `var`, a builder's `run_variables`: the one read before the loop
+        where the run gave it, else read here."""
+        value = self.variables.get(var.ref())
+        return var.read_value() if value is None else value
 
     def segments(self, key):
         """The segment tensors of minibatched base array `key` as they are now, each in its

@@ -108,6 +108,7 @@ class StepContext(NamedTuple):
     "What a timestep depends on besides the state and the inputs."
     training: bool  # neurons in their differentiable form
     fixed: Mapping  # BaseKey -> tensor of every array that does not change during a run
+    variables: Mapping = {}  # variable.ref() -> value of the builders' `run_variables`
 
 # %% ../nbs/13_step.ipynb #b54bae25
 class Step:
@@ -146,6 +147,11 @@ class Step:
         return any(inner_builder(b).stateful for b in self.op_builds.values())
 
     @property
+    def run_variables(self):
+        "The variables the op groups read and no step writes (`OpBuilder.run_variables`)."
+        return [v for b in self.op_builds.values() for v in inner_builder(b).run_variables]
+
+    @property
     def uses_python(self):
         "Whether some op group runs Python code (which XLA cannot compile)."
         return any(isinstance(inner_builder(b), (GenericOpBuilder, SimPyFuncBuilder))
@@ -162,7 +168,8 @@ class Step:
         layout = self.layout
         bases = state_arrays(layout, state)
         bases.update(context.fixed)
-        signals = SignalDict(layout, bases, training=context.training)
+        signals = SignalDict(layout, bases, training=context.training,
+                             variables=context.variables)
         for tsig, values in zip(self.input_views, inputs):
             signals.scatter(tsig, values)
         side_effects = self.builder.build(signals)
@@ -233,7 +240,8 @@ def run_segment(self: Step, i, context, state, feed, reads=None):
     segment = segments[i]
     bases = state_arrays(layout, state)
     bases.update(context.fixed)
-    signals = SignalDict(layout, bases, training=context.training)
+    signals = SignalDict(layout, bases, training=context.training,
+                         variables=context.variables)
     targets = self.input_views if i == 0 else segments[i - 1].python.python_writes
     for tsig, values in zip(targets, feed):
         signals.scatter(tsig, values)
