@@ -461,8 +461,9 @@ def stateless_poisson(lam, seed, max_iterations=1000):
 
 # %% ../nbs/08_neuron_builders.ipynb #44eff053
 class RandomSpikingBuilder(TFNeuronBuilder):
-    """Base for the random rates-to-spikes wrappers: the per-step seed (`step_seed`, set by
-    `build_step` before `step` runs) and the base types' sign handling."""
+    """Base for the random rates-to-spikes wrappers (no state): each step draws its spikes
+    with `spikes(J, seed)`, `seed` made from the stream's seed and the step's number, and
+    the base types' sign handling."""
 
     def __init__(self, ops, signals, config):
         super().__init__(ops, signals, config)
@@ -473,15 +474,22 @@ class RandomSpikingBuilder(TFNeuronBuilder):
         self.seed = tf.Variable(np.int64(0), trainable=False, name="neurons_seed")
         self.run_variables = (self.seed,)  # (set at reset, read once per run)
         self.counter = signals[config.step]  # the model's step counter (int64)
-        self.step_seed = None
 
     def build_post(self, ops, signals, rng):
         self.seed.assign(rng.randint(np.iinfo(np.int32).max))
 
     def build_step(self, signals):
-        step = tf.cast(tf.reshape(signals.gather(self.counter), (-1,))[0], tf.int64)  # all items
-        self.step_seed = tf.stack([signals.read_variable(self.seed), step])
-        return super().build_step(signals)
+        J = signals.gather(self.J)
+        if getattr(signals, "training", False):
+            output, _ = self.training_step(J)
+        else:
+            step = tf.cast(tf.reshape(signals.gather(self.counter), (-1,))[0], tf.int64)  # all items
+            output = self.spikes(J, tf.stack([signals.read_variable(self.seed), step]))
+        signals.scatter(self.output, output)
+
+    def spikes(self, J, seed):
+        "This step's spikes for rates `J`, drawn with `seed` (shape `(2,)`, int64)."
+        raise NotImplementedError
 
     def training_step(self, J):  # the base type's rates, times the amplitude
         return self.spike_size * self.dt * J, {}
@@ -503,22 +511,22 @@ class RandomSpikingBuilder(TFNeuronBuilder):
 class StochasticSpikingBuilder(RandomSpikingBuilder):
     "`floor(dt * rate)` spikes, plus one with probability `frac(dt * rate)`."
 
-    def step(self, J):
+    def spikes(self, J, seed):
         expected = self.dt * self.magnitude(J)
         n_spikes = tf.where(expected < 0, tf.math.ceil(expected), tf.floor(expected))  # np.modf
         frac = expected - n_spikes
-        uniform = tf.random.stateless_uniform(tf.shape(J), self.step_seed, dtype=J.dtype)
+        uniform = tf.random.stateless_uniform(tf.shape(J), seed, dtype=J.dtype)
         n_spikes = n_spikes + tf.cast(uniform < frac, J.dtype)
-        return self.signed(self.spike_size * n_spikes, J), {}
+        return self.signed(self.spike_size * n_spikes, J)
 
 
 @Builder.register(nengo.PoissonSpiking)
 class PoissonSpikingBuilder(RandomSpikingBuilder):
     "A Poisson number of spikes with mean `dt * rate`."
 
-    def step(self, J):
-        n_spikes = stateless_poisson(self.magnitude(J) * self.dt, self.step_seed)
-        return self.signed(self.spike_size * n_spikes, J), {}
+    def spikes(self, J, seed):
+        n_spikes = stateless_poisson(self.magnitude(J) * self.dt, seed)
+        return self.signed(self.spike_size * n_spikes, J)
 
 # %% ../nbs/08_neuron_builders.ipynb #fbfa0f06
 @Builder.register(SimNeurons)

@@ -312,7 +312,7 @@ class DirectCall:
             self._direct = (pywrap_tfe.TFE_Py_Execute, ctx, self._canonical.name.decode())
             # a compiled function runs as one XLA launch, which reads neither attribute;
             # the launch hashes its call's attributes on every call, and the serialized
-            # session config is the longest (~10 us a call, some 20% of a GUI step's call)
+            # session config is the longest (~10 us a call, some 15% of a GUI step's call)
             self._attrs = () if getattr(fn, "_jit_compile", False) else (
                 "executor_type", "",
                 "config_proto", ctx.function_call_options.config_proto_serialized)
