@@ -20,7 +20,7 @@ from nengo.builder.processes import SimProcess
 from .config import get_setting
 from .graph_optimizer import order_signals, transitive_planner
 from .learning_rule_builders import factor_pes_deltas
-from .signals import BaseKey, TensorSignal, initial_flat, step_constant, view_indices
+from .signals import BaseKey, TensorSignal, initial_flat, view_indices
 from .tensor_node import TensorNode
 from .utils import np_dtype
 
@@ -292,11 +292,6 @@ class Layout:
         "A new TensorSignal with this layout's minibatch size where it applies."
         return TensorSignal(indices, key, dtype, shape,
                             self.minibatch_size if minibatched else None, label=label)
-
-    def constant(self, value, dtype=None):
-        """A builder's constant in the simulation precision (or `dtype`): `step_constant`
-        (a NumPy array where it is small, so each traced step holds it as its own)."""
-        return step_constant(value, self.dtype if dtype is None else dtype)
 
     # -- what the runner asks of it ----------------------------------------------
     def bounds(self, key):

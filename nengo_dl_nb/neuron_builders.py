@@ -270,7 +270,7 @@ class IzhikevichBuilder(TFNeuronBuilder):
         self.tau_recovery, self.coupling = self.param("tau_recovery"), self.param("coupling")
         self.reset_voltage = self.param("reset_voltage")
         self.reset_recovery = self.param("reset_recovery")
-        self.spike_size = np.asarray(1.0 / self.dt, signals.dtype.as_numpy_dtype)
+        self.spike_size = step_constant(1.0 / self.dt, signals.dtype)
 
     def step(self, J, voltage, recovery):
         dt = self.dt

@@ -161,7 +161,7 @@ class TriangleBuilder(TFProcessBuilder):
         first = signals[ops[0].state["X"]]
         self.X = signals.get_tensor_signal(x_positions.ravel(), first.key, first.dtype,
                                            (self.taps * self.n,), first.minibatched, label="tri.X")
-        self.n0, self.ndiff = signals.constant(n0), signals.constant(ndiff)
+        self.n0, self.ndiff = step_constant(n0, signals.dtype), step_constant(ndiff, signals.dtype)
 
     def build_step(self, signals):
         u = signals.gather(self.input)
@@ -220,8 +220,8 @@ class NoiseBuilder(TFProcessBuilder):
             alpha = 1.0 / np.sqrt(config.dt) if op.process.scale else 1.0
             loc.append(np.full(n, alpha * lo))
             scale.append(np.full(n, alpha * sc))
-        self.loc = signals.constant(np.concatenate(loc)[None])
-        self.scale = signals.constant(np.concatenate(scale)[None])
+        self.loc = step_constant(np.concatenate(loc)[None], signals.dtype)
+        self.scale = step_constant(np.concatenate(scale)[None], signals.dtype)
 
         # streams: unseeded processes share one, each distinct seed has its own
         self.stream_seeds = ([None] if any(op.process.seed is None for op in ops) else [])
@@ -291,7 +291,8 @@ class TimeTableBuilder(TFProcessBuilder):
         self.dt = config.dt
         self.time = signals[ops[0].t]
         self.output = flat_signal(signals, ops[0].output)
-        self.table = signals.constant(self.make_table(ops[0].process, ops[0].output.size))
+        self.table = step_constant(self.make_table(ops[0].process, ops[0].output.size),
+                                   signals.dtype)
 
     def build_step(self, signals):
         t = reshape(signals.gather(self.time), (-1,))[0]
