@@ -14,8 +14,8 @@ from fastcore.basics import patch
 from nengo.exceptions import SimulationError, ValidationError
 
 from .runner import (BaseRunner, apply_gradients, node_values, objective_probes,
-                                objective_value, simulation_loop)
-from .step import flat_state, whole_arrays
+                                objective_value, padded_values, simulation_loop)
+from .step import flat_state, initial_state, whole_arrays
 
 # %% ../nbs/15_distribute.ipynb #5267e6fd
 def check_strategy(strategy, minibatch_size, obj=None):
@@ -101,12 +101,11 @@ class DistributedRunner(BaseRunner):
 def replica_variables(layout):
     """`(replica_vars, param_vars, constants)`: sync-on-read state (each replica owns its
     rows), mirrored parameters (made in the strategy's scope), constants."""
-    mb = layout.minibatch_size
-    state = {k: tf.Variable(np.tile(layout.initial_value(k), (mb, 1)), trainable=False,
+    state = {k: tf.Variable(initial_state(layout, k), trainable=False,
                             synchronization=tf.VariableSynchronization.ON_READ,
                             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-                            name=f"state_{k.dtype}") for k in layout.state_keys}
-    params = {k: tf.Variable(layout.initial_value(k), trainable=True, name=f"params_{k.dtype}")
+                            name=f"state_{k.name}") for k in layout.state_keys}
+    params = {k: tf.Variable(layout.initial_value(k), trainable=True, name=f"params_{k.name}")
               for k in layout.param_keys}
     constants = {k: tf.constant(layout.initial_value(k)) for k in layout.const_keys}
     return state, params, constants
@@ -130,7 +129,7 @@ def mirrored(var):
 def reset_state(self: DistributedRunner):
     "Every replica's state back to the initial values (the same for every item)."
     for k, var in self.replica_vars.items():
-        var.assign(np.tile(self.layout.initial_value(k), (self.minibatch_size, 1)))
+        var.assign(initial_state(self.layout, k))
 
 
 @patch
@@ -203,12 +202,8 @@ def run_steps(self: DistributedRunner, n_steps, start_step, data=None, training=
               isolated=False):
     "Probe histories `(minibatch, n, ...)` of the whole minibatch, as `Runner.run_steps`."
     length = self.padded_length(n_steps)
-    inputs = []
-    for values in self.input_values(n_steps, start_step, data, isolated):
-        if length > n_steps:
-            values = np.concatenate([values, np.zeros(
-                (self.global_minibatch_size, length - n_steps, values.shape[-1]))], axis=1)
-        inputs.append(values)
+    inputs = [padded_values(values, length, self.dtype)
+              for values in self.input_values(n_steps, start_step, data, isolated)]
     outputs = self.call(self.run_function(training), tf.constant(n_steps, tf.int32),
                         tf.zeros((length,), tf.int8), self.distribute(tuple(inputs)))
     blocks = [out.numpy()[:n_steps] for out in outputs]

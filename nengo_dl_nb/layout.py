@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['Settings', 'model_settings', 'InputSpec', 'find_inputs', 'trainable_objects', 'frozen_tensor_nodes', 'signal_keys',
-           'write_blocks', 'segment_bounds', 'BaseArray', 'Layout', 'probe_blocks', 'with_kinds', 'layout',
-           'signals_layout']
+           'write_blocks', 'segment_bounds', 'BaseArray', 'Layout', 'probe_blocks', 'with_kinds', 'place', 'own_arrays',
+           'layout', 'signals_layout']
 
 # %% ../nbs/05_layout.ipynb #2227b3ed
 from typing import NamedTuple
@@ -357,6 +357,55 @@ def with_kinds(fn, arg, kinds):
     return fn(arg, kinds) if takes_kinds else fn(arg)
 
 
+def place(signals, keys, plan, inputs, minibatch_size):
+    """`(views, bases)`: each base signal of `signals` (in order, once) placed in its base
+    array (`keys`), and the base arrays (`BaseArray`: the minibatched ones cut into the
+    segments that `plan` and the `inputs` write)."""
+    views, parts, sizes = {}, {}, {}
+    for sig in signals:
+        if sig in views:
+            continue
+        key = keys[sig]
+        values = initial_flat(sig).astype(np.dtype(key.dtype))
+        start = sizes.get(key, 0)
+        sizes[key] = start + values.size
+        parts.setdefault(key, []).append(values)
+        views[sig] = TensorSignal(np.arange(start, start + values.size), key, key.dtype,
+                                  (values.size,) if sig.sparse else sig.shape,
+                                  minibatch_size if key.minibatched else None, label=sig.name)
+    initial = {k: np.concatenate(v) for k, v in parts.items()}
+
+    def view(sig):
+        base = views[sig.base]
+        return base if not sig.is_view else base._new(base.indices[view_indices(sig)], sig.shape)
+    blocks = write_blocks(plan, view, inputs)
+    bases = {k: BaseArray(v, segment_bounds(v.size, blocks.get(k, [])) if k.minibatched
+                          else np.array([0, v.size], np.int64)) for k, v in initial.items()}
+    return views, bases
+
+
+def own_arrays(views, bases, first=1, min_size=1024):
+    """New keys for the large state matrices that share a base array but are a segment of
+    their own there (the ones that keep their shape through a run, `segment_shapes`: at
+    least two dimensions, `min_size` elements): `{base signal: its key, alone}`. A run
+    reads the state from its variables and writes it back: a matrix in a shared array is
+    cut out of it and joined back into it on every call (copies of the whole array: 45 ms
+    a call for the PES benchmark's 64 MB of weights at minibatch 64), while an array of
+    its own goes in and out of the compiled function as it is, updated in place. (Matrices
+    the planner merged, written together in one segment, stay where they are: given a key
+    each before planning, they could not have been merged.) Numbered from `first`."""
+    alone = {}
+    for sig, tsig in views.items():
+        key, span = tsig.key, tsig.slice
+        if (not key.minibatched or sig.sparse or len(sig.shape) < 2 or sig.size < min_size
+                or span is None):
+            continue
+        bounds = bases[key].bounds.tolist()
+        if len(bounds) > 2 and span[0] in bounds and bounds[bounds.index(span[0]) + 1] == span[1]:
+            alone[sig] = key._replace(alone=first + len(alone))
+    return alone
+
+
 def layout(model, settings):
     """Lay out built `model` (a `nengo.builder.Model`) for a simulation with `settings`.
 
@@ -371,30 +420,18 @@ def layout(model, settings):
     for simplify in settings.simplifications:
         operators = simplify(operators)
     keys, frozen = signal_keys(model, operators, inputs, settings)
-    plan = with_kinds(settings.planner, operators, keys)
-    order, plan = with_kinds(settings.sorter, plan, keys)
     probe_signals = [model.sig[p]["in"] for p in model.probes]
-    views, parts, sizes = {}, {}, {}
-    for sig in list(order) + [s.base for s in probe_signals] + [i.signal.base for i in inputs]:
-        if sig in views:
-            continue
-        key = keys[sig]
-        values = initial_flat(sig).astype(np.dtype(key.dtype))
-        start = sizes.get(key, 0)
-        sizes[key] = start + values.size
-        parts.setdefault(key, []).append(values)
-        views[sig] = TensorSignal(np.arange(start, start + values.size), key, key.dtype,
-                                  (values.size,) if sig.sparse else sig.shape,
-                                  settings.minibatch_size if key.minibatched else None,
-                                  label=sig.name)
-    initial = {k: np.concatenate(v) for k, v in parts.items()}
-
-    def view(sig):
-        base = views[sig.base]
-        return base if not sig.is_view else base._new(base.indices[view_indices(sig)], sig.shape)
-    blocks = write_blocks(plan, view, inputs)
-    bases = {k: BaseArray(v, segment_bounds(v.size, blocks.get(k, [])) if k.minibatched
-                          else np.array([0, v.size], np.int64)) for k, v in initial.items()}
+    extra = [s.base for s in probe_signals] + [i.signal.base for i in inputs]
+    while True:
+        plan = with_kinds(settings.planner, operators, keys)
+        order, plan = with_kinds(settings.sorter, plan, keys)
+        views, bases = place(list(order) + extra, keys, plan, inputs, settings.minibatch_size)
+        alone = own_arrays(views, bases, first=1 + sum(k.alone > 0 for k in set(keys.values())))
+        if not alone:
+            break
+        # planned and placed again with those keys: a group that merged the matrix with
+        # other signals of its old array (a read of several as one view) is cut in two
+        keys = {**keys, **alone}
     nodes = {model.sig[obj]["out"]: obj for obj in model.sig
              if isinstance(obj, nengo.Node) and model.sig[obj].get("out") is not None}
     return Layout(settings, operators, plan, inputs, keys, frozen, views, bases,

@@ -22,6 +22,12 @@ class BaseKey(NamedTuple):
     dtype: str  # numpy dtype name of the stored values
     minibatched: bool  # carries a leading minibatch dimension (state)
     trainable: bool  # a parameter, kept in a variable (training may change it)
+    alone: int = 0  # 0: shared; k > 0: the k-th large state matrix, in an array of its own
+
+    @property
+    def name(self):
+        "Names the array (its variable, its entry in saved parameters): the dtype, and `alone`."
+        return self.dtype if not self.alone else f"{self.dtype}_{self.alone}"
 
 # %% ../nbs/04_signals.ipynb #4f24b084
 class TensorSignal:

@@ -169,7 +169,8 @@ class SignalValues(Mapping):
         tsig = runner.layout[sig]
         key = tsig.key
         if key in runner.state_vars:
-            value = runner.state_vars[key].numpy()[:, tsig.indices].reshape((-1,) + tsig.shape)
+            value = runner.state_vars[key].numpy()  # (mb, n), or a matrix's own (mb, ...)
+            value = value.reshape(len(value), -1)[:, tsig.indices].reshape((-1,) + tsig.shape)
             return value if self.minibatched else value[0]
         source = runner.param_vars[key].numpy() if key in runner.param_vars else runner.constants[key].numpy()
         return source[tsig.indices].reshape(tsig.shape)
@@ -1060,11 +1061,11 @@ def _param_arrays(self: Simulator, include_global, include_local):
     runner = self.runner
     arrays = {}
     if include_global:
-        arrays.update({f"global/{k.dtype}/": v for k, v in runner.param_vars.items()})
+        arrays.update({f"global/{k.name}/": v for k, v in runner.param_vars.items()})
         arrays.update({f"global/tensor_node/{i}": v for i, v in enumerate(
             runner.function_vars + runner.frozen_function_vars)})
     if include_local:
-        arrays.update({f"local/{k.dtype}/": v for k, v in runner.state_vars.items()})
+        arrays.update({f"local/{k.name}/": v for k, v in runner.state_vars.items()})
     return arrays
 
 

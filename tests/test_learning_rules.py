@@ -243,6 +243,39 @@ def test_large_learned_weights_keep_their_shape_in_the_loop():
         assert (2, 2, 1024) in shapes, shapes
 
 
+def test_learned_weights_in_their_own_array_match_nengo(tmp_path):
+    # the learned matrix lives in a state array (and variable) of its own, in its own shape:
+    # runs of every kind, single steps, a reset, sim.data and saved state still agree with
+    # nengo (float64)
+    from nengo_dl_nb.benchmarks import pes_ensemble
+    net = pes_ensemble(2, 512)
+    with net:
+        nengo_dl_nb.configure_settings(dtype=tf.float64)
+        pw = nengo.Probe(net.conn, "weights", sample_every=0.01)
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        ref.run_steps(60)
+        learned = ref.signals[ref.model.sig[net.conn]["weights"]].copy()
+    with nengo_dl_nb.Simulator(net, progress_bar=False, minibatch_size=2) as sim:
+        key = sim.runner.layout[sim.model.sig[net.conn]["weights"]].key
+        assert key.alone and tuple(sim.runner.state_vars[key].shape) == (2, 2, 1024)
+        for _ in range(3):
+            sim.step()
+        sim.run_steps(7)
+        sim.run_steps(50)
+        np.testing.assert_allclose(sim.data[net.p][0], ref.data[net.p], atol=1e-8)
+        np.testing.assert_allclose(sim.data[net.p][1], ref.data[net.p], atol=1e-8)
+        np.testing.assert_allclose(sim.data[pw][1], ref.data[pw], rtol=1e-7, atol=1e-14)
+        weights = sim.model.sig[net.conn]["weights"]
+        assert sim.signals[weights].shape == (2, 2, 1024)  # per item (minibatched)
+        np.testing.assert_allclose(sim.signals[weights][1], learned, rtol=1e-7, atol=1e-14)
+        assert np.abs(learned).max() > 1e-7  # it learned something
+        sim.save_params(tmp_path / "state", include_local=True)
+        sim.soft_reset()
+        np.testing.assert_array_equal(sim.signals[weights], 0)  # the initial weights again
+        sim.load_params(tmp_path / "state", include_local=True)
+        np.testing.assert_allclose(sim.signals[weights][0], learned, rtol=1e-7, atol=1e-14)
+
+
 def test_shaped_weights_with_a_python_node_match_nengo():
     # the step cut around a Python node passes the shaped segment between its parts
     from nengo_dl_nb.benchmarks import pes_ensemble
