@@ -386,8 +386,8 @@ def place(signals, keys, plan, inputs, minibatch_size):
 
 def own_arrays(views, bases, first=1, min_size=1024):
     """New keys for the large state matrices that share a base array but are a segment of
-    their own there (the ones that keep their shape through a run, `segment_shapes`: at
-    least two dimensions, `min_size` elements): `{base signal: its key, alone}`. A run
+    their own there (at least `min_size` elements, two dimensions longer than one: they
+    keep their shape through a run, `segment_shapes`): `{base signal: its key, alone}`. A run
     reads the state from its variables and writes it back: a matrix in a shared array is
     cut out of it and joined back into it on every call (copies of the whole array: 45 ms
     a call for the PES benchmark's 64 MB of weights at minibatch 64), while an array of
@@ -396,12 +396,13 @@ def own_arrays(views, bases, first=1, min_size=1024):
     each before planning, they could not have been merged.) Numbered from `first`."""
     alone = {}
     for sig, tsig in views.items():
-        key, span = tsig.key, tsig.slice
-        if (not key.minibatched or sig.sparse or len(sig.shape) < 2 or sig.size < min_size
-                or span is None):
+        key = tsig.key
+        if (not key.minibatched or sig.sparse or sig.size < min_size
+                or sum(d > 1 for d in sig.shape) < 2):  # (a (1, n) row is no matrix)
             continue
+        start = int(tsig.indices[0])  # (`place` gives a base signal consecutive positions)
         bounds = bases[key].bounds.tolist()
-        if len(bounds) > 2 and span[0] in bounds and bounds[bounds.index(span[0]) + 1] == span[1]:
+        if len(bounds) > 2 and start in bounds and bounds[bounds.index(start) + 1] == start + sig.size:
             alone[sig] = key._replace(alone=first + len(alone))
     return alone
 
