@@ -20,7 +20,7 @@ from nengo.builder.processes import SimProcess
 from .config import get_setting
 from .graph_optimizer import order_signals, transitive_planner
 from .learning_rule_builders import factor_pes_deltas
-from .signals import BaseKey, TensorSignal, initial_flat, view_indices
+from .signals import BaseKey, TensorSignal, initial_flat, view_indices, whole_segment
 from .tensor_node import TensorNode
 from .utils import np_dtype
 
@@ -401,8 +401,8 @@ def own_arrays(views, bases, first=1, min_size=1024):
                 or sum(d > 1 for d in sig.shape) < 2):  # (a (1, n) row is no matrix)
             continue
         start = int(tsig.indices[0])  # (`place` gives a base signal consecutive positions)
-        bounds = bases[key].bounds.tolist()
-        if len(bounds) > 2 and start in bounds and bounds[bounds.index(start) + 1] == start + sig.size:
+        bounds = bases[key].bounds
+        if len(bounds) > 2 and whole_segment(bounds, start, start + sig.size) is not None:
             alone[sig] = key._replace(alone=first + len(alone))
     return alone
 
@@ -427,7 +427,7 @@ def layout(model, settings):
         plan = with_kinds(settings.planner, operators, keys)
         order, plan = with_kinds(settings.sorter, plan, keys)
         views, bases = place(list(order) + extra, keys, plan, inputs, settings.minibatch_size)
-        alone = own_arrays(views, bases, first=1 + sum(k.alone > 0 for k in set(keys.values())))
+        alone = own_arrays(views, bases, first=1 + max((k.alone for k in keys.values()), default=0))
         if not alone:
             break
         # planned and placed again with those keys: a group that merged the matrix with

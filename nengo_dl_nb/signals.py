@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['STEP_CONSTANT_MAX', 'BaseKey', 'TensorSignal', 'view_indices', 'sparse_coordinates', 'initial_flat', 'int_constant',
-           'columns', 'concat_columns', 'reshape', 'broadcast_to', 'step_constant', 'split', 'segment_shapes',
-           'flat_segment', 'join', 'distinct_ascending', 'segment_plan', 'take_columns', 'layers', 'Row', 'SignalDict']
+           'columns', 'concat_columns', 'reshape', 'broadcast_to', 'step_constant', 'split', 'whole_segment',
+           'segment_shapes', 'flat_segment', 'join', 'distinct_ascending', 'segment_plan', 'take_columns', 'layers',
+           'Row', 'SignalDict']
 
 # %% ../nbs/04_signals.ipynb #78bf50e7
 import threading
@@ -243,6 +244,12 @@ def split(base, bounds, shapes=None):
                     for seg, shape in zip(segments, shapes)]
     return segments
 
+def whole_segment(bounds, start, stop):
+    "The index of the segment (cut at `bounds`) that is exactly positions `start:stop`, or None."
+    i = int(np.searchsorted(bounds, start, side="right")) - 1
+    return i if 0 <= i < len(bounds) - 1 and bounds[i] == start and bounds[i + 1] == stop else None
+
+
 def segment_shapes(layout, key, min_size=1024):
     """For each segment of minibatched base array `key`, the shape its tensor keeps during a
     run (without the minibatch dimension), or None for `(width,)`: a segment holding exactly
@@ -251,14 +258,13 @@ def segment_shapes(layout, key, min_size=1024):
     memo = layout.__dict__.setdefault("_segment_shapes", {})
     if key not in memo:
         bounds = layout.bounds(key)
-        starts = {int(lo): i for i, lo in enumerate(bounds[:-1])}
         shapes = [None] * (len(bounds) - 1)
         for sig, k in getattr(layout, "keys", {}).items():  # (a stand-in layout may have none)
             if k != key or len(sig.shape) < 2 or sig.size < min_size:
                 continue
             span = layout[sig].slice
-            i = starts.get(span[0]) if span is not None else None
-            if i is not None and int(bounds[i + 1]) == span[1]:
+            i = whole_segment(bounds, *span) if span is not None else None
+            if i is not None:
                 shapes[i] = tuple(int(d) for d in sig.shape)
         memo[key] = shapes
     return memo[key]
