@@ -20,7 +20,8 @@ from nengo.builder.processes import SimProcess
 from .config import get_setting
 from .graph_optimizer import order_signals, transitive_planner
 from .learning_rule_builders import factor_pes_deltas
-from .signals import BaseKey, TensorSignal, initial_flat, view_indices, whole_segment
+from .signals import (SHAPED_MIN_SIZE, BaseKey, TensorSignal, initial_flat, view_indices,
+                                 whole_segment)
 from .tensor_node import TensorNode
 from .utils import np_dtype
 
@@ -384,10 +385,11 @@ def place(signals, keys, plan, inputs, minibatch_size):
     return views, bases
 
 
-def own_arrays(views, bases, first=1, min_size=1024):
+def own_arrays(views, bases, first=1):
     """New keys for the large state matrices that share a base array but are a segment of
-    their own there (at least `min_size` elements, two dimensions longer than one: they
-    keep their shape through a run, `segment_shapes`): `{base signal: its key, alone}`. A run
+    their own there (at least `SHAPED_MIN_SIZE` elements, two dimensions longer than one: they
+    keep their shape through a run, `segment_shapes`, whose threshold this shares, so that
+    `step.state_shape` finds the shape): `{base signal: its key, alone}`. A run
     reads the state from its variables and writes it back: a matrix in a shared array is
     cut out of it and joined back into it on every call (copies of the whole array: 45 ms
     a call for the PES benchmark's 64 MB of weights at minibatch 64), while an array of
@@ -397,7 +399,7 @@ def own_arrays(views, bases, first=1, min_size=1024):
     alone = {}
     for sig, tsig in views.items():
         key = tsig.key
-        if (not key.minibatched or sig.sparse or sig.size < min_size
+        if (not key.minibatched or sig.sparse or sig.size < SHAPED_MIN_SIZE
                 or sum(d > 1 for d in sig.shape) < 2):  # (a (1, n) row is no matrix)
             continue
         start = int(tsig.indices[0])  # (`place` gives a base signal consecutive positions)
