@@ -5,16 +5,23 @@
 # %% auto #0
 __all__ = ['InputNode', 'node_values', 'padded_values', 'while_loop', 'simulation_loop', 'probe_history', 'replace_names',
            'definition_bytes', 'canonical_function', 'DirectCall', 'ReusedArgument', 'shared_step', 'make_variables',
-           'function_variables', 'BaseRunner', 'Runner', 'input_feed', 'read_plan', 'joined_reads', 'read_values',
-           'objective_probes', 'objective_value', 'apply_gradients', 'trainable_masks', 'element_name']
+           'function_variables', 'BaseRunner', 'Runner', 'Untraceable', 'package_digest', 'TraceDigest',
+           'capture_sources', 'run_trace_key', 'run_trace_entry', 'read_run_trace_entry', 'load_run_call', 'input_feed',
+           'read_plan', 'joined_reads', 'read_values', 'objective_probes', 'objective_value', 'apply_gradients',
+           'trainable_masks', 'element_name']
 
 # %% ../nbs/14_runner.ipynb #f0f17f25
 import contextlib
 import copy
 import hashlib
+import functools
 import itertools
+import json
 import math
+import os
+import struct
 import threading
+import types
 import warnings
 from collections import OrderedDict
 
@@ -22,10 +29,13 @@ import nengo
 import numpy as np
 import tensorflow as tf
 from fastcore.basics import patch
+from google.protobuf.message import DecodeError
 from nengo.builder.operator import SimPyFunc
 from nengo.exceptions import SimulationError
 
-from .startup import XLA_CACHE_DIR, cache_load_messages, filtered_stderr, remove_entries_naming
+from .startup import (TRACE_SUFFIX, XLA_CACHE_DIR, cache_load_messages, filtered_stderr,
+                                  remove_entries_naming, trace_entry_body, trace_entry_bytes,
+                                  write_atomically)
 from .op_builders import GenericOpBuilder, SimPyFuncBuilder, check_output
 from .step import (Step, StepContext, flat_state, initial_state, inner_builder,
                               packed_specs, packed_state, unpacked_state, whole_arrays)
@@ -308,7 +318,7 @@ class DirectCall:
     the flat list of outputs, with as little Python per call as TensorFlow allows."""
 
     def __init__(self, fn, *specs):
-        self.concrete = fn.get_concrete_function(*specs)
+        self.concrete, self.trace = fn.get_concrete_function(*specs), None
         self.n_outputs = len(self.concrete.outputs)
         self.fixed_shapes = all(s.shape.is_fully_defined() for s in tf.nest.flatten(specs))
         # first calls (per argument shapes) are watched where they may load from the cache
@@ -336,6 +346,44 @@ class DirectCall:
             self._tensor = ops.EagerTensor
         except (ImportError, AttributeError):  # another TensorFlow release: the public way
             self._direct = None
+
+    @classmethod
+    def loaded(cls, name, definitions, n_outputs, captures, dtype, jit_compile, trace):
+        """A call of the function `name`, from its serialized definitions (`FunctionDef`
+        bytes, each after the functions it calls; added to TensorFlow's context where it
+        does not have them), with `captures` as its captured inputs and `dtype` as its first
+        argument's type (see the trace cache, below). `trace()` makes the traced call
+        instead: a first call that fails is made again through it."""
+        from tensorflow.core.framework import function_pb2
+        from tensorflow.python import pywrap_tfe
+        from tensorflow.python.eager import context, core
+        from tensorflow.python.eager.polymorphic_function.atomic_function import AtomicFunction
+        from tensorflow.python.framework import ops
+        ctx = context.context()
+        ctx.ensure_initialized()
+        holders = []  # (each keeps its name registered while this call lives, as above)
+        for data in definitions:
+            definition = function_pb2.FunctionDef.FromString(data)
+            if not ctx.has_function(definition.signature.name):
+                ctx.add_function_def(definition)
+            holders.append(AtomicFunction(definition.signature.name, ctx, None, list(holders)))
+        if not holders or holders[-1].name.decode() != name:
+            raise ValueError(f"the definitions end with no function named {name}")
+        self = cls.__new__(cls)
+        self.concrete, self.trace = None, trace
+        self.n_outputs, self.fixed_shapes = n_outputs, False
+        self.watch = bool(jit_compile) and XLA_CACHE_DIR is not None
+        self._shapes_called = set()
+        self._dtype = dtype
+        self._enum = dtype.as_datatype_enum
+        self._canonical = holders[-1]
+        self._direct = (pywrap_tfe.TFE_Py_Execute, ctx, name)
+        self._attrs = () if jit_compile else (
+            "executor_type", "", "config_proto", ctx.function_call_options.config_proto_serialized)
+        self._captures = list(captures)
+        self._failed, self._to_error = core._NotOkStatusException, core._status_to_exception
+        self._tensor = ops.EagerTensor
+        return self
 
     @property
     def direct(self):
@@ -403,7 +451,11 @@ class DirectCall:
         return outputs
 
     def retry(self, args, error):
-        "The call under another name, after removing the entries that name this function."
+        """The call under another name, after removing the entries that name this function
+        (a call made from the trace cache is traced first)."""
+        if self.concrete is None:  # made from a trace cache entry: trace it after all
+            traced = self.trace()
+            vars(self).update(vars(traced))
         name = self._direct[2]
         removed = remove_entries_naming(XLA_CACHE_DIR, name)
         canonical = canonical_function(self.concrete, "_r")
@@ -661,6 +713,242 @@ def step_context(self: BaseRunner, training=False, params=None):
     return StepContext(training, self.fixed_arrays(params),
                        {v.ref(): v.read_value() for v in self.timestep.run_variables})
 
+# %% ../nbs/14_runner.ipynb #9896c045
+class Untraceable(Exception):
+    "A value whose effect on a trace `TraceDigest` cannot vouch for."
+
+
+@functools.lru_cache(maxsize=None)
+def package_digest():
+    """A digest of this package's source files and of the TensorFlow, nengo and NumPy
+    versions: the code that turns a layout into a traced function (computed once)."""
+    h = hashlib.sha256(f"tensorflow {tf.__version__} nengo {nengo.__version__} "
+                       f"numpy {np.__version__}".encode())
+    import nengo_dl_nb
+    folder = os.path.dirname(os.path.abspath(nengo_dl_nb.__file__))
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                h.update(name.encode() + b"\0" + f.read() + b"\0")
+    return h.hexdigest()
+
+
+_BY_ORDER = (nengo.builder.signal.Signal, nengo.builder.operator.Operator,
+             nengo.base.NengoObject, nengo.base.ObjView, nengo.connection.LearningRule,
+             nengo.ensemble.Neurons)
+_ATOMS = frozenset((type(None), bool, int, float, complex, str, bytes))
+_NAMED_MODULES = ("numpy", "math", "tensorflow", "nengo", "nengo_dl_nb", "builtins")
+
+
+class TraceDigest:
+    """A SHA-256 digest of the values a trace reads (see above): `add` each, then
+    `hexdigest()`. `known`: objects (variables, constant tensors) counted by their place
+    in it; `shape_only`: arrays counted by dtype and shape. Eager tensors met on the way
+    (a builder's constants) count by value and are listed in `tensors`, in the order met."""
+
+    def __init__(self, known=(), shape_only=()):
+        self.parts = []  # what is hashed, joined, at the end
+        self.known = {id(x): i for i, x in enumerate(known)}
+        self.shape_only = {id(x) for x in shape_only}
+        self.order = {}  # id -> place, of the objects met so far that count by it
+        self.tensors = []
+        self.kinds = {}  # type -> how it is added (worked out once per type)
+        self.alive = [list(known), list(shape_only)]  # (so that the ids named stay theirs)
+
+    def hexdigest(self):
+        return hashlib.sha256("\x00".join(self.parts).encode()).hexdigest()
+
+    def _first(self, x):
+        "Whether `x` is met for the first time (then it gets its place); else writes its place."
+        place = self.order.get(id(x))
+        if place is not None:
+            self.parts.append(f"#{place}")
+            return False
+        self.order[id(x)] = len(self.order)
+        self.alive.append(x)
+        return True
+
+    def _kind(self, t):
+        "How values of type `t` are added (see `add`)."
+        if t in _ATOMS:
+            return "atom"
+        for kind, classes in (("array", np.ndarray), ("scalar", np.generic),
+                              ("tensor", tf.Tensor), ("tfdtype", tf.DType),
+                              ("shape", tf.TensorShape), ("dtype", np.dtype),
+                              ("sequence", (tuple, list)), ("dict", dict),
+                              ("set", (set, frozenset)), ("by order", _BY_ORDER),
+                              ("frozen", nengo.params.FrozenObject)):
+            if issubclass(t, classes):
+                return kind
+        if t.__module__.split(".")[0] == "nengo_dl_nb" and not issubclass(t, type):
+            return "ours"
+        return "named"
+
+    def add(self, x, first_ok=True):
+        """Add value `x`. `first_ok=False` (inside a set, whose order is no order): an
+        object that counts by order and was not met before is written by class and shape."""
+        parts, t = self.parts, type(x)
+        kind = self.kinds.get(t)
+        if kind is None:
+            kind = self.kinds[t] = self._kind(t)
+        if kind == "atom":
+            parts.append(f"{t.__name__}:{x!r}")
+        elif id(x) in self.known:
+            parts.append(f"known:{self.known[id(x)]}")
+        elif kind == "ours":
+            if self._first(x):
+                state = getattr(x, "__dict__", None)
+                if state is None:
+                    state = {k: getattr(x, k) for k in getattr(t, "__slots__", ())}
+                parts.append(f"{t.__qualname__}(")
+                for k, v in state.items():
+                    if k == "label":  # (labels name things in messages, nothing else)
+                        continue
+                    if type(v) in _ATOMS:  # (inline: the most common case, made quick)
+                        parts.append(f"{k}={type(v).__name__}:{v!r}")
+                    else:
+                        parts.append(k)
+                        self.add(v, first_ok)
+                parts.append(")")
+        elif kind == "sequence":
+            parts.append(f"{t.__qualname__}[{len(x)}")
+            for v in x:
+                if type(v) in _ATOMS:
+                    parts.append(f"{type(v).__name__}:{v!r}")
+                else:
+                    self.add(v, first_ok)
+            parts.append("]")
+        elif kind == "array":
+            if x.dtype.hasobject:
+                raise Untraceable(f"an array of Python objects ({x.dtype})")
+            if self._first(x):  # (an array met again is hashed once)
+                values = ("" if id(x) in self.shape_only or not x.size else
+                          hashlib.sha256(np.ascontiguousarray(x).view(np.uint8).data).hexdigest())
+                parts.append(f"array:{x.dtype.str}:{x.shape}:{values}")
+        elif kind == "by order":
+            shape = ((x.shape, x.dtype.str) if isinstance(x, nengo.builder.signal.Signal)
+                     else "")
+            if id(x) not in self.order and not first_ok:
+                parts.append(f"new {t.__qualname__}{shape}")
+            elif self._first(x):
+                parts.append(f"{t.__qualname__}{shape}")
+        elif kind == "dict":
+            parts.append(f"{t.__qualname__}{{{len(x)}")
+            for k, v in x.items():
+                self.add(k, first_ok)
+                self.add(v, first_ok)
+            parts.append("}")
+        elif kind == "scalar":
+            parts.append(f"scalar:{x.dtype.str}:{x!r}")
+        elif kind == "tfdtype":
+            parts.append(f"tf:{x.name}")
+        elif kind == "shape":
+            parts.append(f"shape:{None if x.rank is None else x.as_list()}")
+        elif kind == "dtype":
+            parts.append(f"dtype:{x.str}")
+        elif kind == "tensor":
+            if not hasattr(x, "numpy"):
+                raise Untraceable(f"a graph tensor ({x})")
+            if self._first(x):
+                self.tensors.append(x)
+                parts.append(f"tensor:{len(self.tensors) - 1}")
+                self.add(x.numpy(), first_ok)
+        elif kind == "set":
+            digests = []
+            for v in x:
+                part = TraceDigest()
+                part.known, part.shape_only, part.order = self.known, self.shape_only, self.order
+                part.tensors, part.kinds, part.alive = self.tensors, self.kinds, self.alive
+                part.add(v, first_ok=False)
+                digests.append(part.hexdigest())
+            parts.append(f"set[{len(x)}:{','.join(sorted(digests))}]")
+        elif kind == "frozen":
+            parts.append(f"frozen {t.__module__}.{t.__qualname__}(")
+            state = x.__getstate__()
+            for k in sorted(state):
+                if not k.endswith("__argreprs"):  # (a cache of its repr)
+                    parts.append(k)
+                    self.add(state[k], first_ok)
+            parts.append(")")
+        else:  # a function or class: by name, where its code is known (see above)
+            module = getattr(x, "__module__", None) or ""
+            name = getattr(x, "__qualname__", None)
+            bound = getattr(x, "__self__", None)  # (a builtin function's is its module)
+            if (name is None or not (bound is None or isinstance(bound, types.ModuleType))
+                    or not (isinstance(x, type) or callable(x))
+                    or module.split(".")[0] not in _NAMED_MODULES or "<locals>" in name
+                    or "<lambda>" in name):
+                raise Untraceable(f"a {t.__module__}.{t.__qualname__}"
+                                  + (f" ({module}.{name})" if name else ""))
+            parts.append(f"named {module}.{name}")
+
+
+def capture_sources(runner):
+    """`[(object, captured tensor)]`: what a run function may capture (the state, parameter
+    and run variables, the constants), in an order the layout fixes."""
+    return ([(v, v.handle) for v in runner._state_vars.values()]
+            + [(v, v.handle) for v in runner.param_vars.values()]
+            + [(t, t) for t in runner.constants.values()]
+            + [(v, v.handle) for v in runner.timestep.run_variables])
+
+
+def run_trace_key(runner, training, sources):
+    """The key of `runner`'s run function in the trace cache (see above), or None where
+    the trace reads something `TraceDigest` cannot vouch for. The eager tensors its op
+    builders hold are added to `sources` (a list), in the order the digest met them."""
+    layout = runner.layout
+    digest = TraceDigest(known=[obj for obj, _ in sources], shape_only=[
+        layout.bases[k].initial for k in list(layout.state_keys) + list(layout.param_keys)])
+    try:
+        digest.add(("run", package_digest(), type(runner).__qualname__, bool(training),
+                    runner.unroll, bool(runner.jit_compile), runner.device,
+                    [n.size for n in runner.input_nodes],
+                    [(t.dtype, tuple(t.shape)) for _, t in sources]))
+        digest.add(runner.layout)
+        digest.add(runner.timestep)
+    except Untraceable:
+        return None
+    sources.extend((t, t) for t in digest.tensors)  # (a builder's constants: captured too)
+    return digest.hexdigest()[:40]
+
+
+def run_trace_entry(call, sources):
+    """The body of a trace cache entry for `call` (a traced `DirectCall`), or None where
+    it captures a tensor that is not one of `sources`."""
+    places = []
+    for tensor in call._captures:
+        found = [i for i, (_, t) in enumerate(sources) if t is tensor]
+        if not found:
+            return None
+        places.append(found[0])
+    definitions, seen = [], set()
+
+    def collect(atomic):  # (callees first)
+        for child in atomic._children:
+            collect(child)
+        if atomic.name not in seen:
+            seen.add(atomic.name)
+            definitions.append(atomic.cached_definition.SerializeToString(deterministic=True))
+    collect(call._canonical)
+    header = json.dumps(dict(name=call._direct[2], n_outputs=call.n_outputs,
+                             captures=places, dtype=call._dtype.name,
+                             sizes=[len(d) for d in definitions])).encode()
+    return struct.pack("<Q", len(header)) + header + b"".join(definitions)
+
+
+def read_run_trace_entry(body):
+    "`(header, [definition bytes])` from an entry's body (None where it does not add up)."
+    try:
+        (n,) = struct.unpack("<Q", body[:8])
+        header = json.loads(body[8:8 + n])
+        definitions, at = [], 8 + n
+        for size in header["sizes"]:
+            definitions.append(body[at:at + size])
+            at += size
+    except (ValueError, KeyError, TypeError, struct.error):
+        return None
+    return (header, definitions) if at == len(body) else None
+
 # %% ../nbs/14_runner.ipynb #f617eedd
 @patch
 def call(self: BaseRunner, fn, *args, **kwargs):
@@ -715,11 +1003,60 @@ def run_function(self: Runner, training=False):
 
 @patch
 def run_call(self: Runner, training=False):
-    "`run_function` as a `DirectCall`, under its canonical name: called with flat arguments."
+    """`run_function` as a `DirectCall`, under its canonical name: called with flat
+    arguments. Made from the trace cache where it holds this run function (see above),
+    else traced (and, where the cache is on, kept in it)."""
     if training not in self._run_calls:
         fn = self.run_function(training)
-        self._run_calls[training] = DirectCall(fn, *fn.input_signature)
+
+        def trace():
+            return DirectCall(fn, *fn.input_signature)
+        sources = capture_sources(self)
+        key = None if XLA_CACHE_DIR is None else run_trace_key(self, training, sources)
+        if key is None:
+            call = trace()
+        else:
+            path = os.path.join(XLA_CACHE_DIR, "traces", key + TRACE_SUFFIX)
+            call = load_run_call(path, sources, self.jit_compile, trace)
+            if call is None:
+                call = trace()
+                body = run_trace_entry(call, sources)
+                if body is not None:
+                    try:
+                        write_atomically(path, trace_entry_bytes(body))
+                    except OSError:  # (a cache that cannot be written: traced each time)
+                        pass
+        self._run_calls[training] = call
     return self._run_calls[training]
+
+
+def load_run_call(path, sources, jit_compile, trace):
+    """The run function's `DirectCall` from the trace cache entry at `path` (None where
+    there is none, or none whole). `trace()` traces it instead; where the loaded call's
+    first call fails, it is used, and the entry removed."""
+    try:
+        with open(path, "rb") as f:
+            body = trace_entry_body(f.read())
+    except OSError:
+        return None
+    entry = None if body is None else read_run_trace_entry(body)
+    if entry is None:
+        return None
+    header, definitions = entry
+
+    def retrace():
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        return trace()
+    try:
+        return DirectCall.loaded(header["name"], definitions, header["n_outputs"],
+                                 [sources[i][1] for i in header["captures"]],
+                                 tf.as_dtype(header["dtype"]), jit_compile, retrace)
+    except (ValueError, KeyError, TypeError, IndexError, DecodeError, tf.errors.OpError):
+        # (an entry of another kind: traced instead, and written again)
+        return None
 
 
 @patch

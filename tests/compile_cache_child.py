@@ -7,7 +7,8 @@ MODEL is `small` (`benchmarks.small(50)`), `integrator` (16 x 32 neurons) or `no
 Python Node between two ensembles: its step runs as compiled parts with Python between
 them). Each seed is one model built in this process, in order: 10 single steps
 (`sim.step()`), then a run of 200 steps. The environment chooses the compile cache
-(`NENGO_DL_NB_XLA_CACHE`).
+(`NENGO_DL_NB_XLA_CACHE`). The report says, per model, whether its run function came from
+the trace cache (`run_loaded`: untraced).
 """
 import json
 import os
@@ -65,7 +66,9 @@ def main(out, model, seeds):
             arrays[f"seed{seed}"] = sim.data[net.p]
             report["models"].append({
                 "seed": seed, "build": built - start, "first_step": first_step - built,
-                "run": ran - first_step, "names": compiled_names(sim.runner)})
+                "run": ran - first_step, "names": compiled_names(sim.runner),
+                "run_loaded": (not sim.runner.uses_python
+                               and sim.runner.run_call().concrete is None)})
     np.savez(out, **arrays)
     print(json.dumps(report))
 

@@ -65,6 +65,11 @@ def child(tmp_path, name, cache, *seeds, **kwargs):
     return finish_child(name, *start_child(tmp_path, name, cache, *seeds, **kwargs))
 
 
+def traces(directory):
+    "The trace cache entries under `directory` (`nbs/14_runner.ipynb`), sorted."
+    return sorted(str(p) for p in directory.rglob("*" + nengo_dl_nb.TRACE_SUFFIX))
+
+
 def entries(directory):
     "{path: (inode, mtime_ns)} of the cache entries under `directory`."
     found = {}
@@ -105,6 +110,9 @@ def test_second_process_loads_from_cache(first, tmp_path):
     assert sorted(loaded2) == sorted(names)  # both compiled functions came from the cache ...
     assert entries(cache) == written  # ... and nothing was compiled and written again
     assert_bitwise_equal(outputs2, outputs)
+    # the run function was traced once, kept, and called untraced by the second process
+    assert not report["models"][0]["run_loaded"] and report2["models"][0]["run_loaded"]
+    assert len(traces(cache)) == 1 and nengo_dl_nb.valid_trace_entry(traces(cache)[0])
     # the false alarms TensorFlow prints when it loads an entry are filtered out
     assert "XlaSerializedCacheEntry" not in stderr and "prefer-no-scatter" not in stderr
     m1, m2 = report["models"][0], report2["models"][0]
@@ -118,6 +126,7 @@ def test_cache_off_gives_identical_outputs(first, tmp_path):
     report_off, outputs_off, loaded_off, _ = child(
         tmp_path, "off", "off", 0, extra_env={"HOME": str(home)})
     assert report_off["cache"] is None and not loaded_off
+    assert not report_off["models"][0]["run_loaded"]
     assert not home.exists() or not any(p.name == "nengo_dl_nb_xla" for p in home.rglob("*"))
     assert_bitwise_equal(outputs_off, outputs)
 
@@ -313,10 +322,48 @@ def test_two_processes_fill_one_cache_at_once(first, tmp_path):
         assert_bitwise_equal(outputs_i, outputs)
         assert RETRIED not in stderr
     files = [p for p in shared.rglob("*") if p.is_file()]
-    assert len(files) == 2 and all(p.suffix == ".pb" and nengo_dl_nb.valid_entry(p)
-                                   for p in files)
+    assert len(files) == 3 and sum(p.suffix == ".pb" and nengo_dl_nb.valid_entry(p)
+                                   for p in files) == 2
+    assert [str(p) for p in files if p.suffix == ".trace"] == traces(shared)
+    assert nengo_dl_nb.valid_trace_entry(traces(shared)[0])  # one whole trace entry too
     assert sorted(os.path.basename(p) for p in entries(shared)) == sorted(
         os.path.basename(p) for p in entries(cache))  # the very entries a process alone writes
+
+
+def test_damaged_trace_entry_is_ignored_and_replaced(first, tmp_path):
+    """A trace cache entry with one byte changed (or cut short) fails its digest: the next
+    process traces the run function as without the cache, gives the same outputs, and
+    writes a whole entry in its place; the process after that calls it untraced."""
+    tmp, cache, report, outputs, loaded = first
+    copy_cache(cache, tmp_path / "xla")
+    [trace] = traces(cache)
+    copied = tmp_path / "xla" / os.path.relpath(trace, cache)
+    data = bytearray(open(trace, "rb").read())
+    for damaged in (bytes(data[:-1]) + bytes([data[-1] ^ 1]), bytes(data[: len(data) // 2])):
+        copied.parent.mkdir(parents=True, exist_ok=True)
+        copied.write_bytes(damaged)
+        assert not nengo_dl_nb.valid_trace_entry(copied)
+        report1, outputs1, _, _ = child(tmp_path, "damaged_trace", tmp_path / "xla", 0)
+        assert not report1["models"][0]["run_loaded"]  # traced
+        assert_bitwise_equal(outputs1, outputs)
+        assert nengo_dl_nb.valid_trace_entry(copied)  # replaced by a whole one
+    report2, outputs2, _, _ = child(tmp_path, "after_trace", tmp_path / "xla", 0)
+    assert report2["models"][0]["run_loaded"]
+    assert_bitwise_equal(outputs2, outputs)
+
+
+def test_other_seed_shares_the_trace(tmp_path):
+    """Models that differ only in their seed (other weights: other initial values of the
+    same variables) share one trace entry: a process that builds seed 1 after another
+    built seed 0 calls the stored run function untraced, and its outputs are bitwise
+    those of a process without any cache."""
+    cache = tmp_path / "xla"
+    report0, _, _, _ = child(tmp_path, "seed0", cache, 0, model="integrator")
+    report1, outputs1, _, _ = child(tmp_path, "seed1", cache, 1, model="integrator")
+    assert not report0["models"][0]["run_loaded"] and report1["models"][0]["run_loaded"]
+    assert len(traces(cache)) == 1
+    _, alone, _, _ = child(tmp_path, "seed1_off", "off", 1, model="integrator")
+    assert_bitwise_equal(outputs1, alone)
 
 
 def test_python_node_model_loads_its_compiled_parts(tmp_path):
