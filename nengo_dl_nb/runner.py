@@ -804,8 +804,13 @@ class TraceDigest:
                 for k, v in state.items():
                     if k == "label":  # (labels name things in messages, nothing else)
                         continue
-                    if type(v) in _ATOMS:  # (inline: the most common case, made quick)
-                        parts.append(f"{k}={type(v).__name__}:{v!r}")
+                    tv = type(v)  # (the commonest kinds inline: a large model has many)
+                    if tv in _ATOMS:
+                        parts.append(f"{k}={tv.__name__}:{v!r}")
+                    elif issubclass(tv, tuple) and all(type(e) in _ATOMS for e in v):
+                        parts.append(f"{k}={tv.__qualname__}:{tuple.__repr__(v)}")
+                    elif tv is tf.DType:
+                        parts.append(f"{k}=tf:{v.name}")
                     else:
                         parts.append(k)
                         self.add(v, first_ok)
@@ -833,6 +838,8 @@ class TraceDigest:
             elif self._first(x):
                 parts.append(f"{t.__qualname__}{shape}")
         elif kind == "dict":
+            if not self._first(x):  # (met again: by its place)
+                return
             parts.append(f"{t.__qualname__}{{{len(x)}")
             for k, v in x.items():
                 self.add(k, first_ok)
@@ -899,7 +906,8 @@ def run_trace_key(runner, training, sources):
     layout = runner.layout
     digest = TraceDigest(known=[obj for obj, _ in sources], shape_only=[
         layout.bases[k].initial for k in list(layout.state_keys) + list(layout.param_keys)])
-    try:
+    try:  # (the signals' keys first: every signal gets its place there, none in a set)
+        digest.add(layout.keys)
         digest.add(("run", package_digest(), type(runner).__qualname__, bool(training),
                     runner.unroll, bool(runner.jit_compile), runner.device,
                     [n.size for n in runner.input_nodes],
