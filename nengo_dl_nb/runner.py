@@ -372,7 +372,7 @@ class DirectCall:
         self = cls.__new__(cls)
         self.concrete, self.trace = None, trace
         self.n_outputs, self.fixed_shapes = n_outputs, False
-        self.watch = bool(jit_compile) and XLA_CACHE_DIR is not None
+        self.watch = True  # (its first call guarded, compiled or not: see `retry`)
         self._shapes_called = set()
         self._dtype = dtype
         self._enum = dtype.as_datatype_enum
@@ -451,11 +451,20 @@ class DirectCall:
         return outputs
 
     def retry(self, args, error):
-        """The call under another name, after removing the entries that name this function
-        (a call made from the trace cache is traced first)."""
+        """The call under another name, after removing the entries that name this function.
+        A call made from the trace cache is traced first, and called so, once (its `trace`
+        removes the entry)."""
         if self.concrete is None:  # made from a trace cache entry: trace it after all
-            traced = self.trace()
-            vars(self).update(vars(traced))
+            vars(self).update(vars(self.trace()))
+            try:
+                outputs = self.execute(args)
+            except tf.errors.OpError as e:
+                error = e  # (then as any first call that fails)
+            else:
+                warnings.warn(f"A run function from the trace cache failed its first call "
+                              f"({error.message}); traced it again and removed the entry",
+                              RuntimeWarning)
+                return outputs
         name = self._direct[2]
         removed = remove_entries_naming(XLA_CACHE_DIR, name)
         canonical = canonical_function(self.concrete, "_r")
