@@ -13,14 +13,15 @@ Chromium driven by Selenium (Debian's `chromium` and `chromedriver`), it
 * opens the page the server printed (its token included) and waits for the play button;
 * clicks play, and times it to the status "running" (the pause icon) and to the first
   simulated time the page receives (build and first step);
-* drags the speed slider to its right end (full speed; nengo_gui starts at real time),
-  waits until the server reports that it no longer slows the simulation down, and reads
-  the simulated time the page shows over `--seconds` of wall time, three times (median);
-* drags the first handle of the slider up, waits 0.5 s of simulated time, and reads the
-  slider's value and the latest value of the first value plot (`a`, fed by the slider);
-  then drags it down and does the same. Passes if each time the plotted value's first
+* at real time (where nengo_gui starts), drags the first handle of the slider up, waits
+  until the first value plot (`a`, fed by the slider) holds data from 0.5 s of simulated
+  time after the move, and reads the slider's value and the plot's latest value; then
+  drags it down and does the same. Passes if each time the plotted value's first
   dimension is within 0.25 of the slider's, and the two slider values differ by at
-  least 0.5.
+  least 0.5;
+* drags the speed slider to its right end (full speed), waits until the server reports
+  that it no longer slows the simulation down, and reads the simulated time the page
+  shows over `--seconds` of wall time, three times (median).
 
 It saves a screenshot per backend (`--out`, with the backend in the name) and a JSON
 report beside `--out` (`.json`), prints one line per check, and exits 0 only if every
@@ -167,6 +168,41 @@ def check_backend(driver, server, backend, args, out):
     to_running, to_first_step = running - t0, first - t0
     log(f"{backend}: play -> running {to_running:.2f} s, -> first data {to_first_step:.2f} s")
 
+    # the slider, at real time (before full speed: at full speed a browser on a loaded
+    # machine can fall behind the data its plots receive, by hundreds of simulated seconds,
+    # and would show values from before the move)
+    seen = []
+    handle, height = driver.execute_script(JS_SLIDER_HANDLE, 0)
+    for dy in (-0.35 * height, 0.7 * height):   # up to about +0.7, then down to about -0.7
+        drag(driver, handle, 0, dy)
+        t_move = state()["time"]
+
+        def settled():
+            # the plot holds data from at least 0.5 s of simulated time after the move, and
+            # its value is near the slider's (the page may also be between two messages,
+            # its plot's data store empty for a moment)
+            s = state()
+            if not (s and s.get("values") and s["values"][0]["last"]
+                    and s["values"][0]["t"] > t_move + 0.5):
+                return None
+            near = abs(s["values"][0]["last"][0] - s["sliders"][0]["values"][0]) < 0.25
+            return s if near else None
+
+        try:
+            st = Deadline(min(60, deadline.left())).wait_for(
+                "the plotted value to follow the slider", settled, poll=0.1)
+        except TimeoutError:  # it does not follow: reported by the checks below
+            st = deadline.wait_for("a plotted value", lambda: (
+                lambda s: s if s and s.get("values") and s["values"][0]["last"] else None)(
+                state()), poll=0.1)
+        slider = st["sliders"][0]["values"][0]
+        plotted = st["values"][0]["last"][0]
+        seen.append({"slider": slider, "plotted": plotted, "plot": st["values"][0]["label"],
+                     "at": st["values"][0]["t"], "moved_at": t_move})
+        log(f"{backend}: slider {st['sliders'][0]['label']}[0] at {slider:+.2f} (t = "
+            f"{t_move:.2f}): {st['values'][0]['label']}[0] = {plotted:+.2f} (t = "
+            f"{st['values'][0]['t']:.2f})")
+
     # full speed: the speed slider (next to the play button) dragged to its right end; the
     # page sends the new speed with its next message, and the server's SimControl then
     # reports that it no longer holds the simulation back (rate_proportion 1)
@@ -201,36 +237,6 @@ def check_backend(driver, server, backend, args, out):
     speed = statistics.median(speeds)
     log(f"{backend}: full speed {speed:.2f} simulated s per wall s ({', '.join(f'{s:.2f}' for s in speeds)})")
 
-    seen = []
-    handle, height = driver.execute_script(JS_SLIDER_HANDLE, 0)
-    for dy in (-0.35 * height, 0.7 * height):   # up to about +0.7, then down to about -0.7
-        drag(driver, handle, 0, dy)
-        t_move = state()["time"]
-
-        def settled():
-            # at least 0.5 s of simulated time after the move, and the plotted value near the
-            # slider's (on a loaded machine the plot can lag the simulation by seconds; the
-            # page may also be between two messages, its plot's data store empty for a moment)
-            s = state()
-            if not (s and s.get("values") and s["values"][0]["last"]
-                    and s["time"] > t_move + 0.5):
-                return None
-            near = abs(s["values"][0]["last"][0] - s["sliders"][0]["values"][0]) < 0.25
-            return s if near else None
-
-        try:
-            st = Deadline(min(60, deadline.left())).wait_for(
-                "the plotted value to follow the slider", settled, poll=0.1)
-        except TimeoutError:  # it does not follow: reported by the checks below
-            st = deadline.wait_for("a plotted value", lambda: (
-                lambda s: s if s and s.get("values") and s["values"][0]["last"] else None)(
-                state()), poll=0.1)
-        slider = st["sliders"][0]["values"][0]
-        plotted = st["values"][0]["last"][0]
-        seen.append({"slider": slider, "plotted": plotted, "plot": st["values"][0]["label"],
-                     "at": st["values"][0]["t"]})
-        log(f"{backend}: slider {st['sliders'][0]['label']}[0] at {slider:+.2f}: "
-            f"{st['values'][0]['label']}[0] = {plotted:+.2f} (t = {st['values'][0]['t']:.2f})")
     shot = out.with_name(f"{out.stem}_{backend}{out.suffix}")
     driver.save_screenshot(str(shot))
     checks = [
