@@ -3,12 +3,13 @@ save every probe's output, and print one JSON line saying what the process saw.
 
     python tests/compile_cache_child.py OUT.npz MODEL SEED [SEED ...]
 
-MODEL is `small` (`benchmarks.small(50)`), `integrator` (16 x 32 neurons) or `nodes` (a
+MODEL is `small` (`benchmarks.small(50)`), `integrator` (16 x 32 neurons), `nodes` (a
 Python Node between two ensembles: its step runs as compiled parts with Python between
-them). Each seed is one model built in this process, in order: 10 single steps
+them) or `cubes` (the same with another function in the Node). Each seed is one model built in this process, in order: 10 single steps
 (`sim.step()`), then a run of 200 steps. The environment chooses the compile cache
 (`NENGO_DL_NB_XLA_CACHE`). The report says, per model, whether its run function came from
-the trace cache (`run_loaded`: untraced).
+the trace cache (`run_loaded`: untraced), or, for `nodes`, every compiled part of its step
+(`parts_loaded`).
 """
 import json
 import os
@@ -22,12 +23,12 @@ import numpy as np
 from nengo_dl_nb import benchmarks
 
 
-def nodes():
-    "Node(sin) -> Ensemble -> Python Node (x ** 2) -> Ensemble -> Probe."
+def nodes(fn=lambda t, x: x ** 2):
+    "Node(sin) -> Ensemble -> Python Node (`fn`, default x ** 2) -> Ensemble -> Probe."
     with nengo.Network(seed=0) as net:
         stim = nengo.Node(lambda t: np.sin(10 * t))
         a = nengo.Ensemble(30, 1)
-        square = nengo.Node(lambda t, x: x ** 2, size_in=1)
+        square = nengo.Node(fn, size_in=1)
         b = nengo.Ensemble(30, 1)
         nengo.Connection(stim, a)
         nengo.Connection(a, square)
@@ -36,8 +37,13 @@ def nodes():
     return net
 
 
+def cubes():
+    "`nodes` with x ** 3 in the Python Node."
+    return nodes(lambda t, x: x ** 3)
+
+
 MODELS = {"small": lambda: benchmarks.small(50), "integrator": lambda: benchmarks.integrator(16, 32),
-          "nodes": nodes}
+          "nodes": nodes, "cubes": cubes}
 
 
 def compiled_names(runner):
@@ -68,7 +74,9 @@ def main(out, model, seeds):
                 "seed": seed, "build": built - start, "first_step": first_step - built,
                 "run": ran - first_step, "names": compiled_names(sim.runner),
                 "run_loaded": (not sim.runner.uses_python
-                               and sim.runner.run_call().concrete is None)})
+                               and sim.runner.run_call().concrete is None),
+                "parts_loaded": (sim.runner.uses_python and all(
+                    call.concrete is None for call in sim.runner.segment_calls()[0]))})
     np.savez(out, **arrays)
     print(json.dumps(report))
 

@@ -382,6 +382,26 @@ def test_python_node_model_loads_its_compiled_parts(tmp_path):
     assert_bitwise_equal(outputs, outputs_off)
 
 
+def test_python_node_parts_come_from_the_trace_cache(tmp_path):
+    """The compiled parts of a step with a Python Node are kept in the trace cache under keys
+    that leave the Node's function out: a second process with the same model, and one with
+    another function in the Node, call them untraced; each gives bitwise the outputs of a
+    process without the cache, and the other function's outputs are its own."""
+    cache = tmp_path / "xla"
+    report, outputs, _, _ = child(tmp_path, "parts_first", cache, 0, model="nodes")
+    assert not report["models"][0]["parts_loaded"] and len(traces(cache)) == 2
+    report2, outputs2, _, _ = child(tmp_path, "parts_second", cache, 0, model="nodes")
+    report3, outputs3, _, _ = child(tmp_path, "parts_cubes", cache, 0, model="cubes")
+    assert report2["models"][0]["parts_loaded"] and report3["models"][0]["parts_loaded"]
+    assert len(traces(cache)) == 2  # nothing traced and written again
+    _, off, _, _ = child(tmp_path, "parts_off", "off", 0, model="nodes")
+    _, cubes_off, _, _ = child(tmp_path, "parts_cubes_off", "off", 0, model="cubes")
+    assert_bitwise_equal(outputs, off)
+    assert_bitwise_equal(outputs2, off)
+    assert_bitwise_equal(outputs3, cubes_off)
+    assert not np.array_equal(outputs3["seed0"], outputs2["seed0"])
+
+
 def test_nengorc_setting_moves_the_cache(tmp_path):
     """Without the environment variable, `xla_cache` in the `[nengo_dl_nb]` section of a
     `nengorc` (here the one nengo reads from the working directory) places the cache."""
