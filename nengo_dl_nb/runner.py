@@ -1049,7 +1049,13 @@ def simulate(self: Runner, n_steps, length, inputs, state, params=None, training
     values `params` (default: the variables')."""
     context = self.step_context(training, params)
     return simulation_loop(self.timestep, context, n_steps, length, inputs, state,
-                           self.unroll, static_steps)
+                           self.loop_unroll, static_steps)
+
+
+@patch(as_prop=True)
+def loop_unroll(self: Runner):
+    "Steps an iteration of the run loop: `unroll`, or 1 where the run is XLA-compiled (above)."
+    return 1 if self.jit_compile else self.unroll
 
 
 @patch
