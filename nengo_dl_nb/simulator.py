@@ -236,7 +236,9 @@ class Simulator:
     device : str, optional
         Pin the simulation to a TensorFlow device (`"/cpu:0"`, `"/gpu:0"`).
     unroll_simulation : int
-        Timesteps built into each iteration of the simulation loop.
+        Timesteps built into each iteration of the simulation loop, where TensorFlow
+        runs it op by op (a model with TensorNodes); an XLA-compiled loop takes one step
+        an iteration, its fastest (`Runner.loop_unroll`). Outputs are the same either way.
     minibatch_size : int, optional
         Simulate this many independent inputs at once (probe data then has the minibatch
         axis first); None simulates one, with `nengo.Simulator`'s data shapes.
