@@ -174,10 +174,8 @@ def run_function(self: DistributedRunner, training=False):
 
         def simulate(n, padding, inputs, state, params):
             context = self.step_context(training, dict(zip(layout.param_keys, params)))
-            # (one step an iteration where compiled, as `Runner.loop_unroll`)
             state, outputs = simulation_loop(self.timestep, context, n, tf.shape(padding)[0],
-                                             inputs, state,
-                                             1 if self.replica_jit else self.unroll)
+                                             inputs, state, self.loop_unroll(self.replica_jit))
             return state, tuple(outputs)
         inner = tf.function(simulate, jit_compile=self.replica_jit, autograph=False)
 
@@ -259,7 +257,7 @@ def train_function(self: DistributedRunner, n_steps, objective, optimizer):
         def loss_and_state(inputs, targets, state, params):
             context = self.step_context(True, dict(zip(layout.param_keys, params)))
             state, outputs = simulation_loop(self.timestep, context, tf.constant(n_steps),
-                                             n_steps, inputs, state, 1,  # (compiled)
+                                             n_steps, inputs, state, self.loop_unroll(True),
                                              static_steps=n_steps)
             return self.replica_objective(objective, outputs, targets), state
 

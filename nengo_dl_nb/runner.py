@@ -7,7 +7,7 @@ __all__ = ['PYTHON_OPS', 'InputNode', 'node_values', 'padded_values', 'while_loo
            'replace_names', 'definition_bytes', 'canonical_function', 'DirectCall', 'ReusedArgument', 'shared_step',
            'make_variables', 'function_variables', 'BaseRunner', 'Runner', 'Untraceable', 'package_digest',
            'TraceDigest', 'capture_sources', 'trace_digest', 'trace_key', 'run_trace_key', 'python_stand_ins',
-           'run_trace_entry', 'read_run_trace_entry', 'load_run_call', 'input_feed', 'read_plan', 'joined_reads',
+           'trace_entry', 'read_trace_entry', 'load_traced_call', 'input_feed', 'read_plan', 'joined_reads',
            'read_values', 'objective_probes', 'objective_value', 'apply_gradients', 'trainable_masks', 'element_name']
 
 # %% ../nbs/14_runner.ipynb #f0f17f25
@@ -320,45 +320,54 @@ class DirectCall:
     def __init__(self, fn, *specs):
         self.concrete, self.trace = fn.get_concrete_function(*specs), None
         self.n_outputs = len(self.concrete.outputs)
-        self.fixed_shapes = all(s.shape.is_fully_defined() for s in tf.nest.flatten(specs))
+        jit_compile = bool(getattr(fn, "_jit_compile", False))
         # first calls (per argument shapes) are watched where they may load from the cache
-        self.watch = bool(getattr(fn, "_jit_compile", False)) and XLA_CACHE_DIR is not None
-        self._shapes_called = set()
-        specs = tf.nest.flatten(specs)
-        self._dtype = specs[0].dtype if specs else None
-        self._enum = specs[0].dtype.as_datatype_enum if specs else None
+        self.watch = jit_compile and XLA_CACHE_DIR is not None
+        self._take_specs(specs)
         try:
-            from tensorflow.python import pywrap_tfe
-            from tensorflow.python.eager import context, core
-            from tensorflow.python.framework import ops
+            from tensorflow.python.eager import context
             ctx = context.context()
             ctx.ensure_initialized()
-            self._canonical = canonical_function(self.concrete)  # keeps the name registered
-            self._direct = (pywrap_tfe.TFE_Py_Execute, ctx, self._canonical.name.decode())
-            # a compiled function runs as one XLA launch, which reads neither attribute;
-            # the launch hashes its call's attributes on every call, and the serialized
-            # session config is the longest (~10 us a call, some 15% of a GUI step's call)
-            self._attrs = () if getattr(fn, "_jit_compile", False) else (
-                "executor_type", "",
-                "config_proto", ctx.function_call_options.config_proto_serialized)
-            self._captures = list(self.concrete.captured_inputs)
-            self._failed, self._to_error = core._NotOkStatusException, core._status_to_exception
-            self._tensor = ops.EagerTensor
+            self._bind(ctx, canonical_function(self.concrete), self.concrete.captured_inputs,
+                       jit_compile)
         except (ImportError, AttributeError):  # another TensorFlow release: the public way
             self._direct = None
 
+    def _take_specs(self, specs):
+        "What calls need of the arguments' `specs`: whether shapes are fixed, the first's type."
+        specs = tf.nest.flatten(specs)
+        self.fixed_shapes = all(s.shape.is_fully_defined() for s in specs)
+        self._shapes_called = set()
+        self._dtype = specs[0].dtype if specs else None
+        self._enum = specs[0].dtype.as_datatype_enum if specs else None
+
+    def _bind(self, ctx, canonical, captures, jit_compile):
+        """Call `canonical` (an `AtomicFunction`, kept: it keeps its name registered)
+        straight through the executor of `ctx`, with `captures` after the arguments."""
+        from tensorflow.python import pywrap_tfe
+        from tensorflow.python.eager import core
+        from tensorflow.python.framework import ops
+        self._canonical = canonical
+        self._direct = (pywrap_tfe.TFE_Py_Execute, ctx, canonical.name.decode())
+        # a compiled function runs as one XLA launch, which reads neither attribute;
+        # the launch hashes its call's attributes on every call, and the serialized
+        # session config is the longest (~10 us a call, some 15% of a GUI step's call)
+        self._attrs = () if jit_compile else (
+            "executor_type", "", "config_proto", ctx.function_call_options.config_proto_serialized)
+        self._captures = list(captures)
+        self._failed, self._to_error = core._NotOkStatusException, core._status_to_exception
+        self._tensor = ops.EagerTensor
+
     @classmethod
-    def loaded(cls, name, definitions, n_outputs, captures, dtype, jit_compile, trace):
+    def loaded(cls, name, definitions, n_outputs, captures, specs, jit_compile, trace):
         """A call of the function `name`, from its serialized definitions (`FunctionDef`
         bytes, each after the functions it calls; added to TensorFlow's context where it
-        does not have them), with `captures` as its captured inputs and `dtype` as its first
-        argument's type (None: it takes none; see the trace cache, below). `trace()` makes
-        the traced call instead: a first call that fails is made again through it."""
+        does not have them), with `captures` as its captured inputs, for arguments as
+        `specs` (see the trace cache, below). `trace()` makes the traced call instead: a
+        first call that fails is made again through it."""
         from tensorflow.core.framework import function_pb2
-        from tensorflow.python import pywrap_tfe
-        from tensorflow.python.eager import context, core
+        from tensorflow.python.eager import context
         from tensorflow.python.eager.polymorphic_function.atomic_function import AtomicFunction
-        from tensorflow.python.framework import ops
         ctx = context.context()
         ctx.ensure_initialized()
         holders = []  # (each keeps its name registered while this call lives, as above)
@@ -370,19 +379,10 @@ class DirectCall:
         if not holders or holders[-1].name.decode() != name:
             raise ValueError(f"the definitions end with no function named {name}")
         self = cls.__new__(cls)
-        self.concrete, self.trace = None, trace
-        self.n_outputs, self.fixed_shapes = n_outputs, False
+        self.concrete, self.trace, self.n_outputs = None, trace, n_outputs
         self.watch = True  # (its first call guarded, compiled or not: see `retry`)
-        self._shapes_called = set()
-        self._dtype = dtype
-        self._enum = None if dtype is None else dtype.as_datatype_enum
-        self._canonical = holders[-1]
-        self._direct = (pywrap_tfe.TFE_Py_Execute, ctx, name)
-        self._attrs = () if jit_compile else (
-            "executor_type", "", "config_proto", ctx.function_call_options.config_proto_serialized)
-        self._captures = list(captures)
-        self._failed, self._to_error = core._NotOkStatusException, core._status_to_exception
-        self._tensor = ops.EagerTensor
+        self._take_specs(specs)
+        self._bind(ctx, holders[-1], captures, jit_compile)
         return self
 
     @property
@@ -461,7 +461,7 @@ class DirectCall:
             except tf.errors.OpError as e:
                 error = e  # (then as any first call that fails)
             else:
-                warnings.warn(f"A run function from the trace cache failed its first call "
+                warnings.warn(f"A function from the trace cache failed its first call "
                               f"({error.message}); traced it again and removed the entry",
                               RuntimeWarning)
                 return outputs
@@ -973,7 +973,7 @@ def python_stand_ins(step):
 PYTHON_OPS = frozenset(("PyFunc", "PyFuncStateless", "EagerPyFunc"))  # call back into Python
 
 
-def run_trace_entry(call, sources):
+def trace_entry(call, sources):
     """The body of a trace cache entry for `call` (a traced `DirectCall`), or None where
     it captures a tensor that is not one of `sources`, or calls Python (`PYTHON_OPS`:
     what they call is a number valid in this process only)."""
@@ -999,13 +999,11 @@ def run_trace_entry(call, sources):
     except Untraceable:
         return None
     header = json.dumps(dict(name=call._direct[2], n_outputs=call.n_outputs,
-                             captures=places,
-                             dtype=None if call._dtype is None else call._dtype.name,
-                             sizes=[len(d) for d in definitions])).encode()
+                             captures=places, sizes=[len(d) for d in definitions])).encode()
     return struct.pack("<Q", len(header)) + header + b"".join(definitions)
 
 
-def read_run_trace_entry(body):
+def read_trace_entry(body):
     "`(header, [definition bytes])` from an entry's body (None where it does not add up)."
     try:
         (n,) = struct.unpack("<Q", body[:8])
@@ -1049,13 +1047,13 @@ def simulate(self: Runner, n_steps, length, inputs, state, params=None, training
     values `params` (default: the variables')."""
     context = self.step_context(training, params)
     return simulation_loop(self.timestep, context, n_steps, length, inputs, state,
-                           self.loop_unroll, static_steps)
+                           self.loop_unroll(self.jit_compile), static_steps)
 
 
-@patch(as_prop=True)
-def loop_unroll(self: Runner):
-    "Steps an iteration of the run loop: `unroll`, or 1 where the run is XLA-compiled (above)."
-    return 1 if self.jit_compile else self.unroll
+@patch
+def loop_unroll(self: BaseRunner, compiled):
+    "Steps an iteration of a run loop: `unroll`, or 1 where the loop is `compiled` (above)."
+    return 1 if compiled else self.unroll
 
 
 @patch
@@ -1111,10 +1109,10 @@ def cached_call(self: Runner, what, fn, specs, jit_compile, base_sources):
     if base is None:
         return trace()
     path = os.path.join(XLA_CACHE_DIR, "traces", trace_key(base, what, specs) + TRACE_SUFFIX)
-    call = load_run_call(path, sources, jit_compile, trace)
+    call = load_traced_call(path, sources, specs, jit_compile, trace)
     if call is None:
         call = trace()
-        body = run_trace_entry(call, sources)
+        body = trace_entry(call, sources)
         if body is not None:
             try:
                 write_atomically(path, trace_entry_bytes(body))
@@ -1123,16 +1121,16 @@ def cached_call(self: Runner, what, fn, specs, jit_compile, base_sources):
     return call
 
 
-def load_run_call(path, sources, jit_compile, trace):
-    """The run function's `DirectCall` from the trace cache entry at `path` (None where
-    there is none, or none whole). `trace()` traces it instead; where the loaded call's
+def load_traced_call(path, sources, specs, jit_compile, trace):
+    """The `DirectCall` the trace cache entry at `path` holds, for arguments as `specs`
+    (None where there is none, or none whole). `trace()` traces it instead; where the loaded call's
     first call fails, it is used, and the entry removed."""
     try:
         with open(path, "rb") as f:
             body = trace_entry_body(f.read())
     except OSError:
         return None
-    entry = None if body is None else read_run_trace_entry(body)
+    entry = None if body is None else read_trace_entry(body)
     if entry is None:
         return None
     header, definitions = entry
@@ -1146,8 +1144,7 @@ def load_run_call(path, sources, jit_compile, trace):
     try:
         return DirectCall.loaded(header["name"], definitions, header["n_outputs"],
                                  [sources[i][1] for i in header["captures"]],
-                                 header["dtype"] and tf.as_dtype(header["dtype"]),
-                                 jit_compile, retrace)
+                                 specs, jit_compile, retrace)
     except (ValueError, KeyError, TypeError, IndexError, DecodeError, tf.errors.OpError):
         # (an entry of another kind: traced instead, and written again)
         return None

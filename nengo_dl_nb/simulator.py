@@ -238,7 +238,7 @@ class Simulator:
     unroll_simulation : int
         Timesteps built into each iteration of the simulation loop, where TensorFlow
         runs it op by op (a model with TensorNodes); an XLA-compiled loop takes one step
-        an iteration, its fastest (`Runner.loop_unroll`). Outputs are the same either way.
+        an iteration, its fastest (`BaseRunner.loop_unroll`). Outputs are the same either way.
     minibatch_size : int, optional
         Simulate this many independent inputs at once (probe data then has the minibatch
         axis first); None simulates one, with `nengo.Simulator`'s data shapes.
