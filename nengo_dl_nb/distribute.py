@@ -13,8 +13,9 @@ import tensorflow as tf
 from fastcore.basics import patch
 from nengo.exceptions import SimulationError, ValidationError
 
-from .runner import (BaseRunner, apply_gradients, node_values, objective_probes,
-                                objective_value, padded_values, simulation_loop)
+from .runner import (BaseRunner, apply_gradients, host_rows, node_values,
+                                objective_probes, objective_value, padded_values,
+                                simulation_loop)
 from .step import flat_state, initial_state, whole_arrays
 
 # %% ../nbs/15_distribute.ipynb #5267e6fd
@@ -206,7 +207,7 @@ def run_steps(self: DistributedRunner, n_steps, start_step, data=None, training=
               for values in self.input_values(n_steps, start_step, data, isolated)]
     outputs = self.call(self.run_function(training), tf.constant(n_steps, tf.int32),
                         tf.zeros((length,), tf.int8), self.distribute(tuple(inputs)))
-    blocks = [out.numpy()[:n_steps] for out in outputs]
+    blocks = [host_rows(out, n_steps) for out in outputs]
     histories = []
     for tsig, (b, offset, size) in zip(self.layout.probe_views, self.layout.probe_places):
         history = blocks[b][:, :, offset:offset + size]

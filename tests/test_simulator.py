@@ -86,6 +86,37 @@ def test_data_overrides_node_and_minibatch_shapes(net):
         np.testing.assert_allclose(sim.data[p], data)
 
 
+def test_short_runs_shared_and_per_item_inputs():
+    # a node's computed values (the same for every item) travel as one item's, `data` as
+    # given, in one simulator; each short run keeps only its own steps' probe values (the
+    # run's history buffers are padded to `chunk_size` rows)
+    with nengo.Network(seed=1) as net:
+        stim = nengo.Node(stim_fn)
+        ens = nengo.Ensemble(20, 1)
+        nengo.Connection(stim, ens)
+        p = nengo.Probe(ens, synapse=0.01)
+        p_stim = nengo.Probe(stim)
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        ref.run_steps(20)
+    data = np.linspace(-1, 1, 3 * 5).reshape(3, 5, 1)
+    with nengo_dl_nb.Simulator(net, minibatch_size=3, progress_bar=False) as sim:
+        for _ in range(4):
+            sim.run_steps(5)
+        for chunk in sim._probe_data[p]:
+            root = chunk
+            while root.base is not None:
+                root = root.base
+            assert root.shape[0] == 5  # the run's 5 steps, not the padded buffer
+        for item in range(3):
+            np.testing.assert_allclose(sim.data[p][item], ref.data[p], atol=1e-5)
+        sim.run_steps(5, data={stim: data})
+        np.testing.assert_allclose(sim.data[p_stim][:, 20:], data, atol=1e-7)
+        sim.run_steps(5)  # computed again: the node's own values at steps 26-30
+        np.testing.assert_allclose(sim.data[p_stim][:, 25:, 0],
+                                   np.broadcast_to(stim_fn(np.arange(26, 31) * 0.001), (3, 5)),
+                                   atol=1e-7)
+
+
 def test_bad_input_errors(net):
     with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
         with pytest.raises(ValidationError, match=r"shape \(1, 5, 2\).*expected \(1, 5, 1\)"):
