@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['XLA_CACHE_ENV', 'XLA_CACHE_MB_ENV', 'RC_SECTION', 'TRACE_MAGIC', 'TRACE_SUFFIX', 'KERNEL_ORDER_FLAG',
-           'VECTOR_WIDTH_FLAG', 'startup_messages', 'filtered_stderr', 'import_tensorflow_quietly', 'xla_cache_root',
-           'xla_cache_bytes', 'first_processor', 'xla_cache_subdirectory', 'valid_entry', 'remove_entries_naming',
-           'trace_entry_body', 'trace_entry_bytes', 'valid_trace_entry', 'write_atomically', 'prune_xla_cache',
-           'has_avx512', 'compiler_flags', 'tensorflow_started', 'prepare_xla_cache', 'xla_flags',
-           'cache_load_messages']
+           'VECTOR_WIDTH_FLAG', 'COPY_ANALYSIS_FLAG', 'startup_messages', 'filtered_stderr',
+           'import_tensorflow_quietly', 'xla_cache_root', 'xla_cache_bytes', 'first_processor',
+           'xla_cache_subdirectory', 'valid_entry', 'remove_entries_naming', 'trace_entry_body', 'trace_entry_bytes',
+           'valid_trace_entry', 'write_atomically', 'prune_xla_cache', 'has_avx512', 'compiler_flags',
+           'tensorflow_started', 'prepare_xla_cache', 'xla_flags', 'cache_load_messages']
 
 # %% ../nbs/89_startup.ipynb #606b3c73
 import contextlib
@@ -308,6 +308,7 @@ def prune_xla_cache(root, max_bytes, stale_seconds=3600):
 # %% ../nbs/89_startup.ipynb #3ccb0d1d
 KERNEL_ORDER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
 VECTOR_WIDTH_FLAG = "--xla_cpu_prefer_vector_width"
+COPY_ANALYSIS_FLAG = "--xla_cpu_copy_insertion_use_region_analysis"
 
 
 def has_avx512(cpuinfo="/proc/cpuinfo"):
@@ -317,12 +318,14 @@ def has_avx512(cpuinfo="/proc/cpuinfo"):
 
 
 def compiler_flags(environ, avx512=None):
-    """`{"XLA_FLAGS": ...}`: `environ`'s `XLA_FLAGS` with kernels ordered for memory and,
-    where the processor has AVX-512 (`avx512`, default: `has_avx512()`), 512-bit vectors
-    (see above), each only where the flags do not name it already (the user's choice
-    stands); `{}` when there is nothing to add."""
+    """`{"XLA_FLAGS": ...}`: `environ`'s `XLA_FLAGS` with kernels ordered for memory, loop
+    copies placed by region analysis and, where the processor has AVX-512 (`avx512`,
+    default: `has_avx512()`), 512-bit vectors (see above), each only where the flags do
+    not name it already (the user's choice stands); `{}` when there is nothing to add."""
     flags = environ.get("XLA_FLAGS", "")
     added = [] if KERNEL_ORDER_FLAG in flags else [f"{KERNEL_ORDER_FLAG}=false"]
+    if COPY_ANALYSIS_FLAG not in flags:
+        added.append(f"{COPY_ANALYSIS_FLAG}=true")
     if VECTOR_WIDTH_FLAG not in flags and (has_avx512() if avx512 is None else avx512):
         added.append(f"{VECTOR_WIDTH_FLAG}=512")
     return {"XLA_FLAGS": " ".join([flags.strip()] + added).strip()} if added else {}

@@ -241,24 +241,28 @@ def test_other_compiler_flags_get_other_entries(tmp_path):
 
 @pytest.mark.parametrize("model", ["nodes", "integrator"])
 def test_compiler_flags_keep_outputs(tmp_path, model):
-    """Importing the package orders XLA's CPU kernels for memory, not concurrency, and asks
-    for 512-bit vectors where the processor has them (`startup.compiler_flags`), unless
-    `XLA_FLAGS` names the flag. The same kernels in XLA's default order give the same
+    """Importing the package orders XLA's CPU kernels for memory, not concurrency, has
+    loop copies placed by region analysis, and asks for 512-bit vectors where the
+    processor has them (`startup.compiler_flags`), unless `XLA_FLAGS` names the flag. The
+    same kernels in XLA's default order and with its default copies give the same
     outputs, bit for bit (single steps and a run); 256-bit vectors the same to rounding."""
     startup = nengo_dl_nb.startup
     order, width = startup.KERNEL_ORDER_FLAG, startup.VECTOR_WIDTH_FLAG
+    copies = startup.COPY_ANALYSIS_FLAG
     wide = [f"{width}=512"] if startup.has_avx512() else []
     ours = start_child(tmp_path, "ours", "off", 1, 2, model=model)
     default = start_child(tmp_path, "default", "off", 1, 2, model=model,
-                          extra_env={"XLA_FLAGS": f"{order}=true"})
+                          extra_env={"XLA_FLAGS": f"{order}=true {copies}=false"})
     narrow = start_child(tmp_path, "narrow", "off", 1, 2, model=model,
                          extra_env={"XLA_FLAGS": f"{width}=256"})
     report, outputs, _, _ = finish_child("ours", *ours)
     report_default, outputs_default, _, _ = finish_child("default", *default)
     report_narrow, outputs_narrow, _, _ = finish_child("narrow", *narrow)
-    assert report["xla_flags"].split() == [f"{order}=false"] + wide
-    assert report_default["xla_flags"].split() == [f"{order}=true"] + wide  # the user's choice stands
-    assert report_narrow["xla_flags"].split() == [f"{width}=256", f"{order}=false"]
+    assert report["xla_flags"].split() == [f"{order}=false", f"{copies}=true"] + wide
+    # the user's choices stand
+    assert report_default["xla_flags"].split() == [f"{order}=true", f"{copies}=false"] + wide
+    assert report_narrow["xla_flags"].split() == [f"{width}=256", f"{order}=false",
+                                                  f"{copies}=true"]
     assert sorted(outputs) == sorted(outputs_default) == sorted(outputs_narrow) == ["seed1", "seed2"]
     for key in outputs:
         assert np.array_equal(outputs[key], outputs_default[key]), key
