@@ -6,10 +6,9 @@
 __all__ = ['PYTHON_OPS', 'InputNode', 'node_values', 'padded_values', 'shared_rows', 'host_rows', 'while_loop', 'simulation_loop',
            'probe_history', 'replace_names', 'definition_bytes', 'canonical_function', 'DirectCall', 'ReusedArgument',
            'shared_step', 'make_variables', 'function_variables', 'BaseRunner', 'Runner', 'Untraceable',
-           'package_digest', 'TraceDigest', 'capture_sources', 'trace_digest', 'trace_key', 'run_trace_key',
-           'python_stand_ins', 'trace_entry', 'read_trace_entry', 'load_traced_call', 'input_feed', 'read_plan',
-           'joined_reads', 'read_values', 'objective_probes', 'objective_value', 'apply_gradients', 'trainable_masks',
-           'element_name']
+           'package_digest', 'TraceDigest', 'capture_sources', 'trace_digest', 'trace_key', 'python_stand_ins',
+           'trace_entry', 'read_trace_entry', 'load_traced_call', 'input_feed', 'read_plan', 'joined_reads',
+           'read_values', 'objective_probes', 'objective_value', 'apply_gradients', 'trainable_masks', 'element_name']
 
 # %% ../nbs/14_runner.ipynb #f0f17f25
 import contextlib
@@ -777,8 +776,8 @@ class TraceDigest:
     `hexdigest()`. `known`: objects (variables, constant tensors) counted by their place
     in it; `shape_only`: arrays counted by dtype and shape; `stand_ins`: {id: value} for
     objects counted as that value instead (an input node, a Python group: by what a trace
-    takes from it). Eager tensors met on the way (a
-    builder's constants) count by value and are listed in `tensors`, in the order met."""
+    takes from it). Eager tensors met on the way (a builder's constants) count by value
+    and are listed in `tensors`, in the order met."""
 
     def __init__(self, known=(), shape_only=(), stand_ins=None):
         self.parts = []  # what is hashed, joined, at the end
@@ -955,7 +954,8 @@ def trace_digest(runner, jit_compile, sources, extra=(), stand_ins=None):
         stand_ins=stand_ins)
     try:  # (the signals' keys first: every signal gets its place there, none in a set)
         digest.add(layout.keys)
-        digest.add((package_digest(), type(runner).__qualname__, runner.unroll,
+        digest.add((package_digest(), type(runner).__qualname__,
+                    runner.loop_unroll(jit_compile),
                     bool(jit_compile), runner.device, [n.size for n in runner.input_nodes],
                     [(t.dtype, tuple(t.shape)) for _, t in sources]))
         digest.add(runner.layout)
@@ -974,13 +974,6 @@ def trace_key(base, what, specs):
     shapes = [(s.dtype.name, None if s.shape.rank is None else tuple(s.shape.as_list()))
               for s in tf.nest.flatten(specs)]
     return hashlib.sha256(f"{base}\x00{what!r}\x00{shapes!r}".encode()).hexdigest()[:40]
-
-
-def run_trace_key(runner, training, sources):
-    "The key of `runner`'s run function in the trace cache (None: it has none)."
-    base = trace_digest(runner, runner.jit_compile, sources)
-    return None if base is None else trace_key(base, ("run", bool(training)),
-                                               runner.run_function(training).input_signature)
 
 
 def python_stand_ins(step):
