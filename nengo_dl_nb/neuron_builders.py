@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['GenericNeuronBuilder', 'TFNeuronBuilder', 'rectify', 'floor', 'RectifiedLinearBuilder',
-           'SpikingRectifiedLinearBuilder', 'SigmoidBuilder', 'LIFRateBuilder', 'LIFBuilder', 'TanhBuilder',
-           'AdaptiveLIFRateBuilder', 'AdaptiveLIFBuilder', 'IzhikevichBuilder', 'soft_lif_rate', 'SoftLIFRateBuilder',
-           'RegularSpikingBuilder', 'stateless_poisson', 'RandomSpikingBuilder', 'StochasticSpikingBuilder',
-           'PoissonSpikingBuilder', 'SimNeuronsBuilder']
+           'SpikingRectifiedLinearBuilder', 'SigmoidBuilder', 'LIFRateBuilder', 'lif_log_terms', 'log_ratio_series',
+           'voltages_start_at_or_below_threshold', 'LIFBuilder', 'TanhBuilder', 'AdaptiveLIFRateBuilder',
+           'AdaptiveLIFBuilder', 'IzhikevichBuilder', 'soft_lif_rate', 'SoftLIFRateBuilder', 'RegularSpikingBuilder',
+           'stateless_poisson', 'RandomSpikingBuilder', 'StochasticSpikingBuilder', 'PoissonSpikingBuilder',
+           'SimNeuronsBuilder']
 
 # %% ../nbs/08_neuron_builders.ipynb #b15ce8d5
 import nengo
@@ -166,6 +167,36 @@ class LIFRateBuilder(TFNeuronBuilder):
     def step(self, J):
         return self.rates(J), {}
 
+# %% ../nbs/08_neuron_builders.ipynb #ce73a151
+def lif_log_terms(dt, tau_rc, dtype):
+    """Terms of the series `2 atanh(z) = 2 (z + z^3 / 3 + ...)` the LIF step takes for
+    `log(1 - y)` (see above): the fewest that put the first term left out below `dtype`'s
+    rounding error for `|z|` up to twice `tanh(dt / (2 min(tau_rc)))`, or None where that
+    needs more than 8 (the step then calls `log`)."""
+    bound = 2 * np.tanh(dt / (2 * np.min(tau_rc)))
+    rounding = np.finfo(dtype).eps / 2
+    for terms in range(1, 9):
+        if bound ** (2 * terms) / (2 * terms + 1) <= rounding:
+            return terms
+    return None
+
+
+def log_ratio_series(z, terms):
+    """`2 (z + z^3 / 3 + ... + z^(2 terms - 1) / (2 terms - 1))`, in powers of `z^2` from
+    the highest (Horner's rule): `log((1 + z) / (1 - z))` to within its next term."""
+    w = z * z
+    total = 2 / (2 * terms - 1)
+    for k in range(terms - 2, -1, -1):
+        total = total * w + 2 / (2 * k + 1)
+    return z * total
+
+
+def voltages_start_at_or_below_threshold(ops):
+    """Whether every neuron of the `SimNeurons` `ops` starts its steps at or below
+    threshold: initial voltages at most 1 (after a step a voltage is 0, at most 1, or
+    `min_voltage`, which nengo keeps at or below 0)."""
+    return all(np.max(op.state["voltage"].initial_value, initial=0) <= 1 for op in ops)
+
 
 @Builder.register(nengo.LIF)
 class LIFBuilder(LIFRateBuilder):
@@ -177,23 +208,26 @@ class LIFBuilder(LIFRateBuilder):
         super().__init__(ops, signals, config)
         self.min_voltage = self.param("min_voltage")
         self.spike_size = self.param("amplitude", lambda a: a / self.dt)
+        self.neg_inv_tau_rc = self.param("tau_rc", lambda tau_rc: -1.0 / tau_rc)
+        self.refractory_start = self.param("tau_ref", lambda tau_ref: tau_ref + self.dt)
+        self.log_terms = (lif_log_terms(self.dt, self.tau_rc, signals.dtype.as_numpy_dtype)
+                          if voltages_start_at_or_below_threshold(ops) else None)
 
     def step(self, J, voltage, refractory_time):
         dt = self.dt
         refractory_time = refractory_time - dt
         delta_t = tf.clip_by_value(dt - refractory_time, 0, dt)
-        voltage = voltage - (J - voltage) * tf.math.expm1(-delta_t / self.tau_rc)
+        voltage = J + (voltage - J) * tf.exp(delta_t * self.neg_inv_tau_rc)
         spiked = voltage > 1
         output = tf.cast(spiked, J.dtype) * self.spike_size
-        # spike time, from v(0) = 1 (computed where it is defined, used only where spiked)
         zero = tf.constant(0, J.dtype)  # (a scalar broadcasts: no fill op, no shape)
-        overshoot = tf.where(spiked, (voltage - 1) / (J - 1), zero)
-        # log(1 - x), not log1p(-x): XLA's log1p, careful near 0, costs as much as the rest
-        # of this update; here its care buys nothing (x < 1, and an absolute error of eps in
-        # the log moves t_spike by tau_rc * eps)
-        t_spike = dt + self.tau_rc * tf.math.log(1 - overshoot)
+        if self.log_terms is None:  # log(1 - y); y where it is defined (it is used only there)
+            log_ratio = tf.math.log(1 - tf.where(spiked, (voltage - 1) / (J - 1), zero))
+        else:
+            log_ratio = log_ratio_series((voltage - 1) / (voltage + 1 - 2 * J), self.log_terms)
+        refractory_time = tf.where(spiked, self.refractory_start + self.tau_rc * log_ratio,
+                                   refractory_time)
         voltage = tf.where(spiked, zero, tf.maximum(voltage, self.min_voltage))
-        refractory_time = tf.where(spiked, self.tau_ref + t_spike, refractory_time)
         return output, {"voltage": voltage, "refractory_time": refractory_time}
 
     def training_rates(self, J):
