@@ -460,19 +460,20 @@ def compare_networks(networks, dimensions=None, neurons_per_d=None, neuron_type=
 
 # %% ../nbs/40_benchmarks.ipynb #3550f162
 def _limit_lif(J, v, ref, dt=0.001, tau_rc=0.02, tau_ref=0.002, expm1=True, log=True):
-    """nengo's `LIF.step` on tensors, as the LIF builder computes it: `(spikes, voltage,
-    refractory)`. `expm1=False` or `log=False` put a first-order stand-in in place of that
-    function (`-expm1(-x) ~ x`, `log(1 - x) ~ -x`): not nengo's LIF any more, a measure of
-    what the function costs (`loop_variants`)."""
+    """nengo's `LIF.step` on float32 tensors, as the LIF builder computes it (`LIFBuilder`:
+    the decay's `expm1` through `tanh`, the spike time's log as a 3-term series): `(spikes,
+    voltage, refractory)`. `expm1=False` or `log=False` put a first-order stand-in in place
+    of that part (`expm1(x) ~ x`, the series' first term): not nengo's LIF any more, a
+    measure of what the part costs (`loop_variants`)."""
     import tensorflow as tf
+    from nengo_dl_nb.neuron_builders import log_ratio_series
     ref = ref - dt
-    delta_t = tf.clip_by_value(dt - ref, 0.0, dt)
-    decay = tf.math.expm1(-delta_t / tau_rc) if expm1 else -delta_t / tau_rc
-    v = v - (J - v) * decay
+    x = tf.clip_by_value(dt - ref, 0.0, dt) * (-1 / tau_rc)
+    half = tf.tanh(0.5 * x) if expm1 else None
+    v = v - (J - v) * (2 * half / (1 - half) if expm1 else x)
     spiked = v > 1.0
-    overshoot = tf.where(spiked, (v - 1) / (J - 1), tf.zeros_like(J))
-    ref = tf.where(spiked, tau_ref + dt + tau_rc * (tf.math.log(1 - overshoot) if log
-                                                     else -overshoot), ref)
+    log_ratio = log_ratio_series((v - 1) / (v + 1 - 2 * J), 3 if log else 1)
+    ref = tf.where(spiked, (tau_ref + dt) + tau_rc * log_ratio, ref)
     v = tf.where(spiked, tf.zeros_like(v), tf.maximum(v, 0.0))
     return tf.cast(spiked, v.dtype) / dt, v, ref
 
@@ -549,9 +550,10 @@ def limit_step(network, dimensions=64, neurons_per_d=64, minibatch_size=1, seed=
     """The hand-written timestep of benchmark `network` ("integrator" or "pes_ensemble"):
     `(step, state)` where `step(state, u) -> (state, probed)` with `u` the input node's value
     `(minibatch, dimensions)`, and `state` the initial loop variables. `variant` (a key of
-    `LOOP_VARIANTS`) changes one costly part: the LIF's `expm1` or `log` left out, or
+    `LOOP_VARIANTS`) changes one costly part: the LIF's `expm1` or log series cut short, or
     (`pes_ensemble` only) the weight update deferred (`_deferred_pes_step`)."""
     import tensorflow as tf
+    from nengo_dl_nb.op_builders import sum_last_axis
     if variant not in LOOP_VARIANTS:
         raise ValueError(f"no loop variant {variant!r}; there are: {', '.join(LOOP_VARIANTS)}")
     options = dict(LOOP_VARIANTS[variant])
@@ -580,7 +582,7 @@ def limit_step(network, dimensions=64, neurons_per_d=64, minibatch_size=1, seed=
             v, ref, s_in, s_rec = state
             J = (s_in + s_rec)[:, :, None] * gain + bias  # each ensemble encodes its dimension
             spikes, v, ref = lif(J, v, ref)
-            y = tf.reduce_sum(spikes * dec, axis=-1)  # each ensemble decodes its dimension
+            y = sum_last_axis(spikes * dec)  # each ensemble decodes its dimension
             return (v, ref, a5 * s_in + b5 * 0.01 * u, a10 * s_rec + b10 * y), y
         return step, (zeros(D, N), zeros(D, N), zeros(D), zeros(D))
     if network == "pes_ensemble":
@@ -892,9 +894,11 @@ def summarize_small(results, file=None):
 
 # %% ../nbs/40_benchmarks.ipynb #3243ef87
 def _lif_update(n):
-    """A new XLA-compiled function doing nengo's `LIF.step` for `n` neurons (input current
-    in, spikes out), its input spec, an input, and its voltage and refractory variables."""
+    """A new XLA-compiled function doing nengo's `LIF.step` for `n` neurons as the LIF
+    builder computes it (input current in, spikes out), its input spec, an input, and its
+    voltage and refractory variables."""
     import tensorflow as tf
+    from nengo_dl_nb.neuron_builders import log_ratio_series
     voltage = tf.Variable(np.zeros((1, n), np.float32))
     refractory = tf.Variable(np.zeros((1, n), np.float32))
     dt, tau_rc, tau_ref = 0.001, 0.02, 0.002
@@ -902,11 +906,12 @@ def _lif_update(n):
     def update(J):
         ref = refractory - dt
         delta_t = tf.clip_by_value(dt - ref, 0.0, dt)
-        v = voltage - (J - voltage) * tf.math.expm1(-delta_t / tau_rc)
+        half = tf.tanh(delta_t * (-0.5 / tau_rc))
+        v = voltage - (J - voltage) * (2 * half / (1 - half))
         spiked = v > 1.0
-        t_spike = dt + tau_rc * tf.math.log1p(-(v - 1) / (J - 1))
+        log_ratio = log_ratio_series((v - 1) / (v + 1 - 2 * J), 3)
         voltage.assign(tf.where(spiked, 0.0, tf.maximum(v, 0.0)))
-        refractory.assign(tf.where(spiked, tau_ref + t_spike, ref))
+        refractory.assign(tf.where(spiked, (tau_ref + dt) + tau_rc * log_ratio, ref))
         return tf.cast(spiked, tf.float32) / dt
 
     return (tf.function(update, jit_compile=True, autograph=False),

@@ -208,7 +208,7 @@ class LIFBuilder(LIFRateBuilder):
         super().__init__(ops, signals, config)
         self.min_voltage = self.param("min_voltage")
         self.spike_size = self.param("amplitude", lambda a: a / self.dt)
-        self.neg_inv_tau_rc = self.param("tau_rc", lambda tau_rc: -1.0 / tau_rc)
+        self.neg_half_inv_tau_rc = self.param("tau_rc", lambda tau_rc: -0.5 / tau_rc)
         self.refractory_start = self.param("tau_ref", lambda tau_ref: tau_ref + self.dt)
         self.log_terms = (lif_log_terms(self.dt, self.tau_rc, signals.dtype.as_numpy_dtype)
                           if voltages_start_at_or_below_threshold(ops) else None)
@@ -217,7 +217,8 @@ class LIFBuilder(LIFRateBuilder):
         dt = self.dt
         refractory_time = refractory_time - dt
         delta_t = tf.clip_by_value(dt - refractory_time, 0, dt)
-        voltage = J + (voltage - J) * tf.exp(delta_t * self.neg_inv_tau_rc)
+        half = tf.tanh(delta_t * self.neg_half_inv_tau_rc)  # expm1(x) = 2 t / (1 - t), t = tanh(x/2)
+        voltage = voltage - (J - voltage) * (2 * half / (1 - half))
         spiked = voltage > 1
         output = tf.cast(spiked, J.dtype) * self.spike_size
         zero = tf.constant(0, J.dtype)  # (a scalar broadcasts: no fill op, no shape)

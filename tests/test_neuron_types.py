@@ -15,6 +15,10 @@ DT = 0.001
 # (neuron type, scale of the random currents)
 DETERMINISTIC = [
     (nengo.LIF(), 1), (nengo.LIF(tau_rc=0.05, tau_ref=0.001, min_voltage=-1, amplitude=0.5), 1),
+    # voltages starting above threshold: the spike time's log, not its series
+    (nengo.LIF(initial_state={"voltage": nengo.dists.Uniform(0.5, 1.5)}), 1),
+    # a time constant shorter than the step: the series would need too many terms
+    (nengo.LIF(tau_rc=0.0008, tau_ref=0.001), 1),
     (nengo.LIFRate(amplitude=2), 1), (nengo.RectifiedLinear(amplitude=0.3), 1),
     (nengo.SpikingRectifiedLinear(amplitude=2), 1), (nengo.Sigmoid(tau_ref=0.01), 1),
     (nengo.Tanh(), 1), (nengo.Tanh(tau_ref=0.01), 1),
@@ -313,3 +317,22 @@ def test_neuron_parameters_are_constants_of_the_compiled_step():
         captured = [t.numpy() for t in concrete.captured_inputs
                     if t.dtype.is_floating and t.shape.num_elements() == 1]
         assert not any(np.isclose(v, [0.0321, 0.0023]).any() for v in captured), captured
+
+
+@pytest.mark.parametrize("dtype, terms", [(tf.float32, 3), (tf.float64, 6)])
+def test_lif_spike_time_series_where_its_bound_holds(dtype, terms):
+    """A LIF group takes the spike time's log as a series only where every voltage starts
+    at or below threshold and tau_rc is long enough against dt; the series and the log
+    both match nengo's step (`test_matches_nengo_step` runs each case)."""
+    hot = nengo.LIF(initial_state={"voltage": nengo.dists.Uniform(0.5, 1.5)})
+    for neuron_types, expected in [([nengo.LIF()], terms), ([nengo.LIF(), hot], None),
+                                   ([nengo.LIF(tau_rc=0.0008)], None)]:
+        with nengo.Network(seed=0) as net:
+            nengo_dl_nb.configure_settings(dtype=dtype)
+            for neuron_type in neuron_types:
+                nengo.Ensemble(10, 1, neuron_type=neuron_type)
+        with nengo_dl_nb.Simulator(net, progress_bar=False) as sim:
+            groups = [b.built_neurons for b in sim.runner.timestep.op_builds.values()
+                      if isinstance(b, SimNeuronsBuilder)]
+        assert len(groups) == 1 and len(groups[0].ops) == len(neuron_types)  # (merged)
+        assert groups[0].log_terms == expected
