@@ -472,7 +472,7 @@ def _limit_lif(J, v, ref, dt=0.001, tau_rc=0.02, tau_ref=0.002, expm1=True, log=
     half = tf.tanh(0.5 * x) if expm1 else None
     v = v - (J - v) * (2 * half / (1 - half) if expm1 else x)
     spiked = v > 1.0
-    log_ratio = log_ratio_series((v - 1) / (v + 1 - 2 * J), 3 if log else 1)
+    log_ratio = log_ratio_series((v - 1) * (1 / (v + 1 - 2 * J)), 3 if log else 1)
     ref = tf.where(spiked, (tau_ref + dt) + tau_rc * log_ratio, ref)
     v = tf.where(spiked, tf.zeros_like(v), tf.maximum(v, 0.0))
     return tf.cast(spiked, v.dtype) / dt, v, ref
@@ -909,7 +909,7 @@ def _lif_update(n):
         half = tf.tanh(delta_t * (-0.5 / tau_rc))
         v = voltage - (J - voltage) * (2 * half / (1 - half))
         spiked = v > 1.0
-        log_ratio = log_ratio_series((v - 1) / (v + 1 - 2 * J), 3)
+        log_ratio = log_ratio_series((v - 1) * (1 / (v + 1 - 2 * J)), 3)
         voltage.assign(tf.where(spiked, 0.0, tf.maximum(v, 0.0)))
         refractory.assign(tf.where(spiked, (tau_ref + dt) + tau_rc * log_ratio, ref))
         return tf.cast(spiked, tf.float32) / dt

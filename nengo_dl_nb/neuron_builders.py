@@ -225,7 +225,8 @@ class LIFBuilder(LIFRateBuilder):
         if self.log_terms is None:  # log(1 - y); y where it is defined (it is used only there)
             log_ratio = tf.math.log(1 - tf.where(spiked, (voltage - 1) / (J - 1), zero))
         else:
-            log_ratio = log_ratio_series((voltage - 1) / (voltage + 1 - 2 * J), self.log_terms)
+            z = (voltage - 1) * (1 / (voltage + 1 - 2 * J))  # (a reciprocal: see above)
+            log_ratio = log_ratio_series(z, self.log_terms)
         refractory_time = tf.where(spiked, self.refractory_start + self.tau_rc * log_ratio,
                                    refractory_time)
         voltage = tf.where(spiked, zero, tf.maximum(voltage, self.min_voltage))
