@@ -466,14 +466,12 @@ def _limit_lif(J, v, ref, dt=0.001, tau_rc=0.02, tau_ref=0.002, expm1=True, log=
     of that part (`expm1(x) ~ x`, the series' first term): not nengo's LIF any more, a
     measure of what the part costs (`loop_variants`)."""
     import tensorflow as tf
-    from nengo_dl_nb.neuron_builders import log_ratio_series
+    from nengo_dl_nb.neuron_builders import expm1_from_half, overshoot_log
     ref = ref - dt
-    x = tf.clip_by_value(dt - ref, 0.0, dt) * (-1 / tau_rc)
-    half = tf.tanh(0.5 * x) if expm1 else None
-    v = v - (J - v) * (2 * half / (1 - half) if expm1 else x)
+    half_x = tf.clip_by_value(dt - ref, 0.0, dt) * (-0.5 / tau_rc)
+    v = v - (J - v) * (expm1_from_half(half_x) if expm1 else 2 * half_x)
     spiked = v > 1.0
-    log_ratio = log_ratio_series((v - 1) * (1 / (v + 1 - 2 * J)), 3 if log else 1)
-    ref = tf.where(spiked, (tau_ref + dt) + tau_rc * log_ratio, ref)
+    ref = tf.where(spiked, (tau_ref + dt) + tau_rc * overshoot_log(v, J, 3 if log else 1), ref)
     v = tf.where(spiked, tf.zeros_like(v), tf.maximum(v, 0.0))
     return tf.cast(spiked, v.dtype) / dt, v, ref
 
@@ -898,21 +896,14 @@ def _lif_update(n):
     builder computes it (input current in, spikes out), its input spec, an input, and its
     voltage and refractory variables."""
     import tensorflow as tf
-    from nengo_dl_nb.neuron_builders import log_ratio_series
     voltage = tf.Variable(np.zeros((1, n), np.float32))
     refractory = tf.Variable(np.zeros((1, n), np.float32))
-    dt, tau_rc, tau_ref = 0.001, 0.02, 0.002
 
     def update(J):
-        ref = refractory - dt
-        delta_t = tf.clip_by_value(dt - ref, 0.0, dt)
-        half = tf.tanh(delta_t * (-0.5 / tau_rc))
-        v = voltage - (J - voltage) * (2 * half / (1 - half))
-        spiked = v > 1.0
-        log_ratio = log_ratio_series((v - 1) * (1 / (v + 1 - 2 * J)), 3)
-        voltage.assign(tf.where(spiked, 0.0, tf.maximum(v, 0.0)))
-        refractory.assign(tf.where(spiked, (tau_ref + dt) + tau_rc * log_ratio, ref))
-        return tf.cast(spiked, tf.float32) / dt
+        spikes, v, ref = _limit_lif(J, voltage, refractory)  # (nengo's default LIF)
+        voltage.assign(v)
+        refractory.assign(ref)
+        return spikes
 
     return (tf.function(update, jit_compile=True, autograph=False),
             tf.TensorSpec((1, n), tf.float32), tf.fill((1, n), 2.0), voltage, refractory)

@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['GenericNeuronBuilder', 'TFNeuronBuilder', 'rectify', 'floor', 'RectifiedLinearBuilder',
            'SpikingRectifiedLinearBuilder', 'SigmoidBuilder', 'LIFRateBuilder', 'lif_log_terms', 'log_ratio_series',
-           'voltages_start_at_or_below_threshold', 'LIFBuilder', 'TanhBuilder', 'AdaptiveLIFRateBuilder',
-           'AdaptiveLIFBuilder', 'IzhikevichBuilder', 'soft_lif_rate', 'SoftLIFRateBuilder', 'RegularSpikingBuilder',
-           'stateless_poisson', 'RandomSpikingBuilder', 'StochasticSpikingBuilder', 'PoissonSpikingBuilder',
-           'SimNeuronsBuilder']
+           'expm1_from_half', 'overshoot_log', 'voltages_start_at_or_below_threshold', 'LIFBuilder', 'TanhBuilder',
+           'AdaptiveLIFRateBuilder', 'AdaptiveLIFBuilder', 'IzhikevichBuilder', 'soft_lif_rate', 'SoftLIFRateBuilder',
+           'RegularSpikingBuilder', 'stateless_poisson', 'RandomSpikingBuilder', 'StochasticSpikingBuilder',
+           'PoissonSpikingBuilder', 'SimNeuronsBuilder']
 
 # %% ../nbs/08_neuron_builders.ipynb #b15ce8d5
 import nengo
@@ -191,6 +191,19 @@ def log_ratio_series(z, terms):
     return z * total
 
 
+def expm1_from_half(half_x):
+    """`expm1(x)` from `x / 2`, as `2 t / (1 - t)` with `t = tanh(x / 2)` (see above)."""
+    t = tf.tanh(half_x)
+    return 2 * t / (1 - t)
+
+
+def overshoot_log(voltage, J, terms):
+    """`log(1 - y)` for the overshoot `y = (v - 1) / (J - 1)` of a neuron past threshold, as
+    `log_ratio_series` of `z = -y / (2 - y) = (v - 1) / (v + 1 - 2 J)`; `z` is the product with
+    a reciprocal (see above)."""
+    return log_ratio_series((voltage - 1) * (1 / (voltage + 1 - 2 * J)), terms)
+
+
 def voltages_start_at_or_below_threshold(ops):
     """Whether every neuron of the `SimNeurons` `ops` starts its steps at or below
     threshold: initial voltages at most 1 (after a step a voltage is 0, at most 1, or
@@ -217,16 +230,14 @@ class LIFBuilder(LIFRateBuilder):
         dt = self.dt
         refractory_time = refractory_time - dt
         delta_t = tf.clip_by_value(dt - refractory_time, 0, dt)
-        half = tf.tanh(delta_t * self.neg_half_inv_tau_rc)  # expm1(x) = 2 t / (1 - t), t = tanh(x/2)
-        voltage = voltage - (J - voltage) * (2 * half / (1 - half))
+        voltage = voltage - (J - voltage) * expm1_from_half(delta_t * self.neg_half_inv_tau_rc)
         spiked = voltage > 1
         output = tf.cast(spiked, J.dtype) * self.spike_size
         zero = tf.constant(0, J.dtype)  # (a scalar broadcasts: no fill op, no shape)
         if self.log_terms is None:  # log(1 - y); y where it is defined (it is used only there)
             log_ratio = tf.math.log(1 - tf.where(spiked, (voltage - 1) / (J - 1), zero))
         else:
-            z = (voltage - 1) * (1 / (voltage + 1 - 2 * J))  # (a reciprocal: see above)
-            log_ratio = log_ratio_series(z, self.log_terms)
+            log_ratio = overshoot_log(voltage, J, self.log_terms)
         refractory_time = tf.where(spiked, self.refractory_start + self.tau_rc * log_ratio,
                                    refractory_time)
         voltage = tf.where(spiked, zero, tf.maximum(voltage, self.min_voltage))
