@@ -66,6 +66,7 @@ class OpBuilder:
 
     stateful = False
     run_variables = ()
+    carries = False  # `build_step` may leave work to later steps of a loop (`build_finish`)
 
     def __init__(self, ops, signals, config):
         self.ops = tuple(ops)
@@ -77,6 +78,10 @@ class OpBuilder:
 
     def build_post(self, ops, signals, rng):
         "(Re)initialise random or Python-held state: called at construction and every reset."
+
+    def build_finish(self, signals):
+        """Complete what `build_step` left to later steps (builders that `carries` only):
+        called once after the last step of a loop whose steps ran with `signals.looped`."""
 
     @staticmethod
     def mergeable(x, y):
@@ -132,6 +137,17 @@ class Builder:
             if out is not None:
                 side_effects.extend(out if isinstance(out, (list, tuple)) else [out])
         return side_effects
+
+    def finish(self, signals):
+        "Call `build_finish` of every group whose builder `carries` (after a loop's last step)."
+        for ops in self.plan:
+            if self.op_builds[ops].carries:
+                self.op_builds[ops].build_finish(signals)
+
+    @property
+    def carries(self):
+        "Whether some group's builder `carries` work across the steps of a loop."
+        return any(b.carries for b in self.op_builds.values())
 
     def post_build(self, rng):
         "Call `build_post` of every group with a seeded RandomState."

@@ -22,6 +22,8 @@ SETTINGS = {
     "dtype": "tf.float32 or tf.float64: the simulation precision",
     "keep_history": "True to keep every probe sample, False for only the last (per probe too)",
     "jit_compile": "None (automatic), True or False: compile the simulation loop with XLA",
+    "defer_learning": "True (default), False or a size: a PES weight matrix this large over the "
+                      "minibatch (2**22 weights by default) is updated a block of rows a step in a run",
 }
 
 # %% ../nbs/01_config.ipynb #038bc205

@@ -218,8 +218,10 @@ def while_loop(cond, body, loop_vars, stateful=False, **kwargs):
 def simulation_loop(step, context, n_steps, length, inputs, state, unroll=1,
                     static_steps=None):
     """Run `step` (a `Step`) `n_steps` times from `state` in `context`, reading each input's
-    values `(minibatch, steps, size)` at the step's index; returns `(state, histories)`."""
+    values `(minibatch, steps, size)` at the step's index; returns `(state, histories)`.
+    The steps run `looped`, and `Step.finish` completes what they left to later steps."""
     layout = step.layout
+    context = context._replace(looped=True)
     arrays = tuple(tf.TensorArray(t.dtype, size=length,
                                   element_shape=(layout.minibatch_size,) + t.shape)
                    for t in layout.probe_blocks)
@@ -242,7 +244,7 @@ def simulation_loop(step, context, n_steps, length, inputs, state, unroll=1,
         i, state, arrays = while_loop(
             lambda i, s, a: i < n_steps, steps(1), (i, state, arrays), step.stateful,
             maximum_iterations=None if static_steps is None else static_steps % k)
-    return state, [a.stack() for a in arrays]
+    return step.finish(context, state), [a.stack() for a in arrays]
 
 
 def probe_history(layout, blocks, i):

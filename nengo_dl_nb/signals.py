@@ -421,12 +421,16 @@ class SignalDict:
         Whether this step runs in training mode (neurons in their differentiable form).
     variables : dict, optional
         `variable.ref()` -> its value read before the loop (`OpBuilder.run_variables`).
+    looped : bool
+        Whether this step runs in a loop that calls `Builder.finish` after its last step, so
+        that a builder may leave work to later steps (`OpBuilder.carries`).
     """
 
-    def __init__(self, layout, bases, training=False, variables=None):
+    def __init__(self, layout, bases, training=False, variables=None, looped=False):
         self.layout = layout
         self.bases = dict(bases)
         self.training = bool(training)
+        self.looped = bool(looped)
         self.variables = {} if variables is None else variables
         self.dtype = layout.dtype
         self.minibatch_size = layout.minibatch_size

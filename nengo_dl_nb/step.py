@@ -134,6 +134,7 @@ class StepContext(NamedTuple):
     training: bool  # neurons in their differentiable form
     fixed: Mapping  # BaseKey -> tensor of every array that does not change during a run
     variables: Mapping = {}  # variable.ref() -> value of the builders' `run_variables`
+    looped: bool = False  # in a loop that calls `Step.finish` at its end (`SignalDict.looped`)
 
 # %% ../nbs/13_step.ipynb #b54bae25
 class Step:
@@ -194,7 +195,7 @@ class Step:
         bases = state_arrays(layout, state)
         bases.update(context.fixed)
         signals = SignalDict(layout, bases, training=context.training,
-                             variables=context.variables)
+                             variables=context.variables, looped=context.looped)
         for tsig, values in zip(self.input_views, inputs):
             signals.scatter(tsig, values)
         side_effects = self.builder.build(signals)
@@ -204,6 +205,20 @@ class Step:
             with tf.control_dependencies(side_effects):
                 new_state = tuple(tf.identity(seg) for seg in new_state)
         return new_state, probes
+
+    def finish(self, context, state):
+        """`state` after the last step of a loop whose steps ran with `context.looped`: the
+        work builders left to later steps done (`OpBuilder.build_finish`). The state as it
+        is where no builder `carries` work."""
+        if not self.builder.carries:
+            return state
+        layout = self.layout
+        bases = state_arrays(layout, state)
+        bases.update(context.fixed)
+        signals = SignalDict(layout, bases, training=context.training,
+                             variables=context.variables)
+        self.builder.finish(signals)
+        return tuple(seg for k in layout.state_keys for seg in signals.segments(k))
 
 
 def inner_builder(op_build):
