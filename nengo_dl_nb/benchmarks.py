@@ -7,9 +7,9 @@ __all__ = ['NETWORKS', 'LOOP_VARIANTS', 'GUI_DEFAULT_MODEL', 'COMMANDS', 'integr
            'basal_ganglia', 'mnist', 'random_network', 'spaun', 'tuning_notes_off', 'make_network', 'run_profile',
            'kernel_times', 'time_simulator', 'compare', 'measure', 'child_env', 'compare_networks', 'deferred_weights',
            'limit_step', 'limit_function', 'limit_rate', 'limit_runner', 'default_order_child', 'DefaultOrderLoop',
-           'limit', 'loop_variants', 'small', 'time_small', 'compare_small', 'summarize_small', 'build_floor',
-           'cache_child', 'compile_cache_times', 'resident_mb', 'history_memory', 'gui_model_path', 'HeadlessPage',
-           'gui_measure', 'compare_gui', 'matmul_vs_reduce', 'split_commands', 'main']
+           'same_algorithm', 'limit', 'loop_variants', 'small', 'time_small', 'compare_small', 'summarize_small',
+           'build_floor', 'cache_child', 'compile_cache_times', 'resident_mb', 'history_memory', 'gui_model_path',
+           'HeadlessPage', 'gui_measure', 'compare_gui', 'matmul_vs_reduce', 'split_commands', 'main']
 
 # %% ../nbs/40_benchmarks.ipynb #cc4534f9
 import argparse
@@ -657,15 +657,17 @@ def limit_runner(network, dimensions, neurons_per_d, minibatch_size, n_steps, va
 # %% ../nbs/40_benchmarks.ipynb #fa2c6225
 def default_order_child():
     """The child of `DefaultOrderLoop`: reads commands from stdin, one a line, and answers
-    each on stdout: `loop NAME D NPD MB STEPS` builds and compiles that loop (`READY`),
-    `run` runs it once (`RATE item-steps/s`)."""
+    each on stdout: `loop NAME D NPD MB STEPS [VARIANT]` builds and compiles that loop
+    (`READY`; the variant's name with `_` for its spaces), `run` runs it once
+    (`RATE item-steps/s`)."""
     run = None
     print("READY " + os.environ.get("XLA_FLAGS", ""), flush=True)  # the flags it runs under
     for line in sys.stdin:
         words = line.split()
         if words[:1] == ["loop"]:
             name, d, npd, mb, steps = words[1], *map(int, words[2:6])
-            run = limit_runner(name, d, npd, mb, steps)
+            variant = words[6].replace("_", " ") if len(words) > 6 else "exact"
+            run = limit_runner(name, d, npd, mb, steps, variant)
             run()  # traces and compiles
             print("READY", flush=True)
         elif words[:1] == ["run"]:
@@ -674,8 +676,9 @@ def default_order_child():
 
 class DefaultOrderLoop:
     """The hand-written loops (`limit_runner`) in a child process under XLA's default kernel
-    order (`xla_flags`: the child's `XLA_FLAGS`). `load(network, dimensions, neurons_per_d, minibatch_size, n_steps)` prepares a
-    loop; calling the object runs it once and returns its item-steps/s. `close()` ends the
+    order (`xla_flags`: the child's `XLA_FLAGS`). `load(network, dimensions, neurons_per_d,
+    minibatch_size, n_steps, variant)` prepares a loop; calling the object runs it once and
+    returns its item-steps/s. `close()` ends the
     child (so does leaving a `with` block)."""
 
     def __init__(self):
@@ -700,9 +703,10 @@ class DefaultOrderLoop:
         self.proc.stdin.flush()
         return self._answer(word)
 
-    def load(self, network, dimensions, neurons_per_d, minibatch_size, n_steps):
-        self._ask(f"loop {network} {dimensions} {neurons_per_d} {minibatch_size} {n_steps}",
-                  "READY")
+    def load(self, network, dimensions, neurons_per_d, minibatch_size, n_steps,
+             variant="exact"):
+        self._ask(f"loop {network} {dimensions} {neurons_per_d} {minibatch_size} {n_steps} "
+                  f"{variant.replace(' ', '_')}", "READY")
 
     def __call__(self):
         return float(self._ask("run", "RATE"))
@@ -732,12 +736,21 @@ def _loop_steps(name, minibatch_size, n_steps=None):
     steps = n_steps or (1000 if name == "integrator" else 200)
     return max(steps // (8 if minibatch_size > 1 and name == "pes_ensemble" else 1), 10)
 
+def same_algorithm(sim):
+    """The loop variant (`LOOP_VARIANTS`) that computes what simulator `sim` computes: the
+    `deferred update` where it updates learned weights by blocks (`LearnedDotInc`), else
+    `exact`."""
+    from nengo_dl_nb.learning_rule_builders import LearnedDotInc
+    deferred = any(type(group[0]) is LearnedDotInc for group in sim.layout.plan)
+    return "deferred update" if deferred else "exact"
+
 def limit(networks=("integrator", "pes_ensemble"), dimensions=None, neurons_per_d=None,
           minibatch_sizes=(1, 64), n_steps=None, repeats=3, file=None, default_order=True):
     """Item-steps/s of nengo.Simulator, ours and the hand-written loop (`limit_runner`) on
     each of `networks`, at each of `minibatch_sizes`, the loop both here and (unless
-    `default_order` is False) in a `DefaultOrderLoop`; the limit is the faster. Prints a
-    table and returns its rows (dicts). `n_steps` defaults to about a second of our
+    `default_order` is False) in a `DefaultOrderLoop`; the limit is the faster. The loop
+    computes what ours does (`same_algorithm`: the PES weights by blocks where ours updates
+    them so). Prints a table and returns its rows (dicts). `n_steps` defaults to about a second of our
     simulator's run at the full sizes."""
     import nengo_dl_nb
     file = sys.stdout if file is None else file
@@ -759,10 +772,11 @@ def limit(networks=("integrator", "pes_ensemble"), dimensions=None, neurons_per_
                     sim = nengo_dl_nb.Simulator(make_network(name, d, npd), minibatch_size=mb,
                                                 progress_bar=False)
                 sim.run_steps(10)
-                loop = limit_runner(name, d, npd, mb, steps)
+                variant = same_algorithm(sim)
+                loop = limit_runner(name, d, npd, mb, steps, variant)
                 loop()
                 if child is not None:
-                    child.load(name, d, npd, mb, steps)
+                    child.load(name, d, npd, mb, steps, variant)
                 rates = {"nengo": [], "ours": [], "loop": [], "loop_default_order": []}
                 for _ in range(repeats):
                     for key, s, items in (("nengo", ref, 1), ("ours", sim, mb)):
@@ -773,7 +787,7 @@ def limit(networks=("integrator", "pes_ensemble"), dimensions=None, neurons_per_
                     if child is not None:
                         rates["loop_default_order"].append(child())
                 sim.close()
-                row = dict(network=name, minibatch_size=mb,
+                row = dict(network=name, minibatch_size=mb, variant=variant,
                            **{k: statistics.median(v) if v else None for k, v in rates.items()})
                 row["limit"] = max(r for r in (row["loop"], row["loop_default_order"]) if r)
                 rows.append(row)
@@ -781,7 +795,8 @@ def limit(networks=("integrator", "pes_ensemble"), dimensions=None, neurons_per_
                 print(f"{name:<14}{mb:>4}{row['nengo']:>10,.0f}{row['ours']:>10,.0f}"
                       f"{row['loop']:>10,.0f}{'-' if other is None else f'{other:,.0f}':>17}"
                       f"{row['ours'] / row['nengo']:>11.1f}x"
-                      f"{row['ours'] / row['limit']:>11.0%}", file=file, flush=True)
+                      f"{row['ours'] / row['limit']:>11.0%}"
+                      + ("" if variant == "exact" else f"  (loop: {variant})"), file=file, flush=True)
             ref.close()
     return rows
 

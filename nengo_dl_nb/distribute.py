@@ -176,7 +176,8 @@ def run_function(self: DistributedRunner, training=False):
         def simulate(n, padding, inputs, state, params):
             context = self.step_context(training, dict(zip(layout.param_keys, params)))
             state, outputs = simulation_loop(self.timestep, context, n, tf.shape(padding)[0],
-                                             inputs, state, self.loop_unroll(self.replica_jit))
+                                             inputs, state, self.loop_unroll(self.replica_jit),
+                                             looped=self.replica_jit)
             return state, tuple(outputs)
         inner = tf.function(simulate, jit_compile=self.replica_jit, autograph=False)
 

@@ -216,12 +216,13 @@ def while_loop(cond, body, loop_vars, stateful=False, **kwargs):
 
 # %% ../nbs/14_runner.ipynb #3ea21959
 def simulation_loop(step, context, n_steps, length, inputs, state, unroll=1,
-                    static_steps=None):
+                    static_steps=None, looped=True):
     """Run `step` (a `Step`) `n_steps` times from `state` in `context`, reading each input's
     values `(minibatch, steps, size)` at the step's index; returns `(state, histories)`.
-    The steps run `looped`, and `Step.finish` completes what they left to later steps."""
+    With `looped` (a loop XLA compiles) the steps run `looped`, and `Step.finish` completes
+    what they left to later steps; else each step does all of its work."""
     layout = step.layout
-    context = context._replace(looped=True)
+    context = context._replace(looped=bool(looped))
     arrays = tuple(tf.TensorArray(t.dtype, size=length,
                                   element_shape=(layout.minibatch_size,) + t.shape)
                    for t in layout.probe_blocks)
@@ -244,7 +245,8 @@ def simulation_loop(step, context, n_steps, length, inputs, state, unroll=1,
         i, state, arrays = while_loop(
             lambda i, s, a: i < n_steps, steps(1), (i, state, arrays), step.stateful,
             maximum_iterations=None if static_steps is None else static_steps % k)
-    return step.finish(context, state), [a.stack() for a in arrays]
+    state = step.finish(context, state) if looped else state
+    return state, [a.stack() for a in arrays]
 
 
 def probe_history(layout, blocks, i):
@@ -1065,7 +1067,8 @@ def simulate(self: Runner, n_steps, length, inputs, state, params=None, training
     values `params` (default: the variables')."""
     context = self.step_context(training, params)
     return simulation_loop(self.timestep, context, n_steps, length, inputs, state,
-                           self.loop_unroll(self.jit_compile), static_steps)
+                           self.loop_unroll(self.jit_compile), static_steps,
+                           looped=self.jit_compile)
 
 
 @patch

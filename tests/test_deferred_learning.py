@@ -63,10 +63,14 @@ def test_deferred_pes_matches_nengo(dims):
         np.testing.assert_allclose(weights(sim, conn), ref_w, atol=1e-10)
 
 
-def test_deferred_pes_across_calls_and_single_steps():
+@pytest.mark.parametrize("jit_compile", [None, False])
+def test_deferred_pes_across_calls_and_single_steps(jit_compile):
     """Runs of lengths that are not multiples of K, single steps in between: the weights are
-    whole between calls and the output is nengo's."""
+    whole between calls and the output is nengo's (a loop XLA does not compile updates
+    the weights whole)."""
     net, probes, _, conn = pes_net()
+    with net:
+        nengo_dl_nb.configure_settings(jit_compile=jit_compile)
     lengths = [1, 5, 0, 13, 3, 8, 17]
     n = sum(lengths) + len(lengths)
     ref_data, ref_w = reference(net, conn, n)
