@@ -14,11 +14,11 @@ import tensorflow as tf
 from nengo.builder.learning_rules import SimBCM, SimOja, SimPES, SimRLS, SimVoja
 from nengo.builder.operator import Copy, DotInc, Operator
 from nengo.builder.signal import Signal
+from tensorflow.compiler.tf2xla.python import xla  # (a slice updated in place: `update_slice`)
 
 from .builder import Builder, OpBuilder
 from .op_builders import combined, flat_signal
 from .signals import broadcast_to, reshape, step_constant
-from tensorflow.compiler.tf2xla.python import xla  # (a slice updated in place, see below)
 
 # %% ../nbs/10_learning_rule_builders.ipynb #06d9a785
 class LearningRuleBuilder(OpBuilder):
