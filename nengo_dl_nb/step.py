@@ -187,20 +187,27 @@ class Step:
         "Restart what the op builders hold (random streams, Python state) from `rng`."
         self.builder.post_build(rng)
 
+    def signal_dict(self, context, state):
+        "The `SignalDict` of `state` (flat tuple of segments) and `context`."
+        bases = state_arrays(self.layout, state)
+        bases.update(context.fixed)
+        return SignalDict(self.layout, bases, training=context.training,
+                          variables=context.variables, looped=context.looped)
+
+    def state_of(self, signals):
+        "The state `signals` holds now, as the flat tuple of segments."
+        return tuple(seg for k in self.layout.state_keys for seg in signals.segments(k))
+
     def __call__(self, context, state, inputs):
         """One timestep: returns the new state (flat tuple of segments) and each probe
         block's value `(minibatch, block size)`. `inputs` holds each input node's value for
         this step (anything `scatter` broadcasts to `(minibatch, size)`)."""
-        layout = self.layout
-        bases = state_arrays(layout, state)
-        bases.update(context.fixed)
-        signals = SignalDict(layout, bases, training=context.training,
-                             variables=context.variables, looped=context.looped)
+        signals = self.signal_dict(context, state)
         for tsig, values in zip(self.input_views, inputs):
             signals.scatter(tsig, values)
         side_effects = self.builder.build(signals)
-        probes = probe_blocks(layout, signals)
-        new_state = tuple(seg for k in layout.state_keys for seg in signals.segments(k))
+        probes = probe_blocks(self.layout, signals)
+        new_state = self.state_of(signals)
         if side_effects:  # the next step's state waits for them
             with tf.control_dependencies(side_effects):
                 new_state = tuple(tf.identity(seg) for seg in new_state)
@@ -212,13 +219,9 @@ class Step:
         is where no builder `carries` work."""
         if not self.builder.carries:
             return state
-        layout = self.layout
-        bases = state_arrays(layout, state)
-        bases.update(context.fixed)
-        signals = SignalDict(layout, bases, training=context.training,
-                             variables=context.variables)
+        signals = self.signal_dict(context, state)
         self.builder.finish(signals)
-        return tuple(seg for k in layout.state_keys for seg in signals.segments(k))
+        return self.state_of(signals)
 
 
 def inner_builder(op_build):
@@ -278,10 +281,7 @@ def run_segment(self: Step, i, context, state, feed, reads=None):
     values (else an empty list)."""
     layout, segments = self.layout, self.segments
     segment = segments[i]
-    bases = state_arrays(layout, state)
-    bases.update(context.fixed)
-    signals = SignalDict(layout, bases, training=context.training,
-                         variables=context.variables)
+    signals = self.signal_dict(context, state)
     targets = self.input_views if i == 0 else segments[i - 1].python.python_writes
     for tsig, values in zip(targets, feed):
         signals.scatter(tsig, values)
@@ -295,5 +295,4 @@ def run_segment(self: Step, i, context, state, feed, reads=None):
     if segment.python is not None:
         reads.extend(signals.gather(t) for t in next(wanted))
     probes = probe_blocks(layout, signals) if i == len(segments) - 1 else []
-    new_state = tuple(seg for k in layout.state_keys for seg in signals.segments(k))
-    return new_state, reads, probes
+    return self.state_of(signals), reads, probes
