@@ -488,52 +488,36 @@ def _pes_filtered(s_in, acts, s_post, s_err, s_rule, u, spikes, y):
             a * s_err + b * (s_post - u), a * s_rule + b * s_err)
 
 def _deferred_pes_step(D, n, mb, enc, bias, alpha, lif, K):
-    """`limit_step`'s PES model with its weight update deferred: each step's update, the outer
-    product `(alpha * error) x activities`, is kept in slot `t % K` of a ring of the last `K`
-    steps' factors (`E`: `(mb, K, D)`, `A`: `(mb, K, n)`), and the `D / K` weight rows of
-    block `t % K` take the `K` kept updates, so every row takes each update within `K` steps
-    and the step writes `1 / K` of the weights instead of all of them. The output reads the
-    stored weights plus, for each row, the kept updates its block has not taken yet
-    (`(E * pending) . (A . spikes)`, cheap: `A . spikes` is `K` numbers an item): the same
-    sums as nengo's, in another order. The state gains `E`, `A` and the step count `t`
-    (`limit_step` adds them); `deferred_weights` gives the weights with every kept update
-    taken. Returns the step function."""
+    """`limit_step`'s PES model with its weight update deferred, as our simulator defers it
+    (`learning_rule_builders.LearnedDotInc`, whose functions it calls): each step's update,
+    the outer product `(alpha * error) x activities`, is kept in slot `t % K` of a ring of
+    the last `K` steps' factors (`E`: `(mb, K, D)`, `A`: `(mb, K, n)`), and the `D / K`
+    weight rows of block `t % K` take the `K` kept updates, so every row takes each update
+    within `K` steps and the step writes `1 / K` of the weights instead of all of them. The
+    output reads the stored weights plus, for each row, the kept updates its block has not
+    taken yet: the same sums as nengo's, in another order. The state gains `E`, `A` and the
+    step count `t` (`limit_step` adds them); `deferred_weights` gives the weights with every
+    kept update taken. Returns the step function."""
     import tensorflow as tf
-    from tensorflow.compiler.tf2xla.python import xla  # (dynamic slices, in place, for XLA)
-    rows = D // K
+    from nengo_dl_nb.learning_rule_builders import keep, kept_output, take_kept_updates
 
     def step(state, u):
         v, ref, s_in, acts, W, s_post, s_err, s_rule, E, A, t = state
         j = t % K
-        E = xla.dynamic_update_slice(E, (alpha * s_rule)[:, None], tf.stack([0, j, 0]))
-        A = xla.dynamic_update_slice(A, acts[:, None], tf.stack([0, j, 0]))
-        start = tf.stack([0, j * rows, 0])
-        E_j = xla.dynamic_slice(E, tf.stack([0, 0, j * rows]), [mb, K, rows])
-        W_j = xla.dynamic_slice(W, start, [mb, rows, n])
-        W = xla.dynamic_update_slice(
-            W, W_j + tf.reduce_sum(E_j[:, :, :, None] * A[:, :, None, :], axis=1), start)
+        E, A = keep(E, alpha * s_rule, j), keep(A, acts, j)
+        W = take_kept_updates(W, E, A, j)
         spikes, v, ref = lif(tf.matmul(s_in, enc) + bias, v, ref)
-        y = tf.einsum("bdn,bn->bd", W, spikes) + tf.einsum(
-            "bkd,dk,bk->bd", E, _pending(t, D, K), tf.einsum("bkn,bn->bk", A, spikes))
+        y = tf.einsum("bdn,bn->bd", W, spikes) + kept_output(E, A, spikes, j)
         s_in, acts, s_post_next, s_err, s_rule = _pes_filtered(s_in, acts, s_post, s_err,
                                                                s_rule, u, spikes, y)
         return (v, ref, s_in, acts, W, s_post_next, s_err, s_rule, E, A, t + 1), s_post
     return step
 
-def _pending(t, D, K):
-    """`(D, K)` float: whether row `d`'s block (`d // (D / K)`) has yet to take the update
-    kept in slot `k` after step `t` (the slot's age `(t - k) % K` is less than the steps
-    since the block's last turn, `(t - block) % K`)."""
-    import tensorflow as tf
-    block = tf.constant(np.arange(D) // (D // K), tf.int32)
-    age = (t - tf.range(K)) % K
-    return tf.cast(age[None, :] < ((t - block) % K)[:, None], tf.float32)
-
 def deferred_weights(state):
     "The weights of a `_deferred_pes_step` loop's `state`, every kept update taken: `(mb, D, n)`."
-    import tensorflow as tf
+    from nengo_dl_nb.learning_rule_builders import with_kept_updates
     W, E, A, t = state[4], state[8], state[9], state[10]
-    return W + tf.einsum("bkd,dk,bkn->bdn", E, _pending(t - 1, W.shape[1], E.shape[1]), A)
+    return with_kept_updates(W, E, A, (t - 1) % E.shape[1])
 
 LOOP_VARIANTS = {  # name -> what it changes in `limit_step` (see `loop_variants`)
     "exact": {},

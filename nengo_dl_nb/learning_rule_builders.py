@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['DEFER_MIN_SIZE', 'DEFER_STEPS', 'LearningRuleBuilder', 'SimPESBuilder', 'SimPESFactors', 'OuterInc',
            'factor_pes_deltas', 'SimPESFactorsBuilder', 'OuterIncBuilder', 'LearnedDotInc', 'defer_pes_updates',
-           'update_slice', 'pending_updates', 'LearnedDotIncBuilder', 'SimBCMBuilder', 'SimOjaBuilder',
-           'SimVojaBuilder', 'SimRLSBuilder']
+           'update_slice', 'pending_updates', 'keep', 'take_kept_updates', 'kept_output', 'with_kept_updates',
+           'LearnedDotIncBuilder', 'SimBCMBuilder', 'SimOjaBuilder', 'SimVojaBuilder', 'SimRLSBuilder']
 
 # %% ../nbs/10_learning_rule_builders.ipynb #b87c8f8d
 import numpy as np
@@ -307,12 +307,46 @@ def update_slice(x, update, start):
     return updated(x, update)
 
 
-def pending_updates(t, rows, K, dtype):
-    """`(rows, K)` of 0 / 1: whether row `d`'s block (`d // (rows / K)`) has yet to take the
-    update kept in ring slot `k` after step `t` (see the notebook)."""
+def pending_updates(j, rows, K, dtype):
+    """`(K, rows)` of 0 / 1: whether the block of row `d` (`d // (rows / K)`) has yet to take
+    the update kept in ring slot `k`, after the step of slot `j` (see the notebook)."""
     block = tf.constant(np.arange(rows) // (rows // K), tf.int32)
-    age = (t - tf.range(K)) % K
-    return tf.cast(age[None, :] < ((t - block) % K)[:, None], dtype)
+    age = (j - tf.range(K)) % K
+    return tf.cast(age[:, None] < ((j - block) % K)[None, :], dtype)
+
+
+def keep(ring, value, j):
+    "Ring `(mb, K, size)` with slot `j` set to `value` `(mb, size)`, in place."
+    mb, _, size = ring.shape
+    return update_slice(ring, reshape(value, (mb, 1, size)), tf.stack([0, j, 0]))
+
+
+def take_kept_updates(W, E, A, j):
+    """Weights `W` `(mb, rows, n)` with the rows of block `j` given the `K` updates kept in
+    `E` `(mb, K, rows)` and `A` `(mb, K, n)`, in place."""
+    mb, rows, n = W.shape
+    K = E.shape[1]
+    size = rows // K
+    start = tf.stack([0, j * size, 0])
+    E_j = tf.slice(E, tf.stack([0, 0, j * size]), [mb, K, size])
+    W_j = tf.slice(W, start, [mb, size, n])
+    for k in range(K):  # (K terms written out: one elementwise kernel)
+        W_j = W_j + (reshape(E_j[:, k], (mb, size, 1)) * reshape(A[:, k], (mb, 1, n)))
+    return update_slice(W, W_j, start)
+
+
+def kept_output(E, A, x, j):
+    """What the updates kept in `E`, `A` and not yet taken by a row's block (after the step
+    of slot `j`) add to the product of the weights with `x` `(mb, n)`: `(mb, rows)`."""
+    mb, K, rows = E.shape
+    Ax = tf.matmul(A, reshape(x, (mb, -1, 1)))  # (mb, K, 1): a product, so `x` is computed once
+    return tf.reduce_sum(E * pending_updates(j, rows, K, E.dtype)[None] * Ax, axis=1)
+
+
+def with_kept_updates(W, E, A, j):
+    "Weights `W` with every update kept in `E`, `A` and not yet taken (after the step of slot `j`)."
+    mb, K, rows = E.shape
+    return W + tf.matmul(E * pending_updates(j, rows, K, E.dtype)[None], A, transpose_a=True)
 
 
 @Builder.register(LearnedDotInc)
@@ -330,10 +364,10 @@ class LearnedDotIncBuilder(LearningRuleBuilder):
         self.W, self.E, self.A = signals[op.W], signals[op.E], signals[op.A]
         self.y, self.step = signals[op.y], signals[op.step]
 
-    def vector(self, signals, tsig, size):
-        "Read `tsig` as `(mb, size)`."
-        return broadcast_to(reshape(signals.gather(tsig), (-1, size)),
-                            (signals.minibatch_size, size))
+    def per_item(self, signals, tsig, shape):
+        "Gather `tsig` as `(mb,) + shape` (broadcast over the minibatch where it is not minibatched)."
+        shape = (signals.minibatch_size,) + shape
+        return broadcast_to(reshape(signals.gather(tsig), (-1,) + shape[1:]), shape)
 
     def ring_slot(self, signals):
         "`t mod K` (int32) for this step's count `t`."
@@ -341,46 +375,32 @@ class LearnedDotIncBuilder(LearningRuleBuilder):
         return tf.cast(t % self.K, tf.int32)
 
     def build_step(self, signals):
-        mb, rows, n, K = signals.minibatch_size, self.rows, self.n, self.K
-        u, v = self.vector(signals, self.u, rows), self.vector(signals, self.v, n)
-        x = self.vector(signals, self.x, n)
-        W = reshape(signals.gather(self.W), (mb, rows, n))
+        rows, n, K = self.rows, self.n, self.K
+        u, v = self.per_item(signals, self.u, (rows,)), self.per_item(signals, self.v, (n,))
+        x, W = self.per_item(signals, self.x, (n,)), self.per_item(signals, self.W, (rows, n))
         if not signals.looped:  # a step on its own: the whole update (the ring stays empty)
-            W = W + reshape(u, (mb, rows, 1)) * reshape(v, (mb, 1, n))
+            W = W + reshape(u, (-1, rows, 1)) * reshape(v, (-1, 1, n))
             signals.scatter(self.W, W)
-            signals.scatter(self.y, reshape(tf.matmul(W, reshape(x, (mb, n, 1))), (mb, rows)),
+            signals.scatter(self.y, reshape(tf.matmul(W, reshape(x, (-1, n, 1))), (-1, rows)),
                             mode="inc")
             return
         j = self.ring_slot(signals)
-        E = update_slice(reshape(signals.gather(self.E), (mb, K, rows)),
-                         reshape(u, (mb, 1, rows)), tf.stack([0, j, 0]))
-        A = update_slice(reshape(signals.gather(self.A), (mb, K, n)),
-                         reshape(v, (mb, 1, n)), tf.stack([0, j, 0]))
-        size = rows // K
-        start = tf.stack([0, j * size, 0])
-        E_j = tf.slice(E, tf.stack([0, 0, j * size]), [mb, K, size])
-        W_j = tf.slice(W, start, [mb, size, n])
-        for k in range(K):  # (K terms written out: one elementwise kernel)
-            W_j = W_j + (reshape(E_j[:, k], (mb, size, 1)) * reshape(A[:, k], (mb, 1, n)))
-        W = update_slice(W, W_j, start)
-        pending = pending_updates(j, rows, K, W.dtype)
-        x = reshape(x, (mb, n, 1))
-        Ax = tf.matmul(A, x)  # (mb, K, 1): a product, so `x` is computed once
-        y = reshape(tf.matmul(W, x), (mb, rows)) + tf.reduce_sum(
-            E * tf.transpose(pending)[None] * Ax, axis=1)
+        E = keep(self.per_item(signals, self.E, (K, rows)), u, j)
+        A = keep(self.per_item(signals, self.A, (K, n)), v, j)
+        W = take_kept_updates(W, E, A, j)
+        y = reshape(tf.matmul(W, reshape(x, (-1, n, 1))), (-1, rows)) + kept_output(E, A, x, j)
         signals.scatter(self.E, E)
         signals.scatter(self.A, A)
         signals.scatter(self.W, W)
         signals.scatter(self.y, y, mode="inc")
 
     def build_finish(self, signals):
-        mb, rows, n, K = signals.minibatch_size, self.rows, self.n, self.K
-        E = reshape(signals.gather(self.E), (mb, K, rows))
-        A = reshape(signals.gather(self.A), (mb, K, n))
-        W = reshape(signals.gather(self.W), (mb, rows, n))
-        pending = pending_updates(self.ring_slot(signals), rows, K, W.dtype)
-        signals.scatter(self.W, W + tf.matmul(E * tf.transpose(pending)[None], A, transpose_a=True))
-        signals.scatter(self.E, tf.zeros((mb, K, rows), W.dtype))
+        rows, n, K = self.rows, self.n, self.K
+        E = self.per_item(signals, self.E, (K, rows))
+        W = with_kept_updates(self.per_item(signals, self.W, (rows, n)), E,
+                              self.per_item(signals, self.A, (K, n)), self.ring_slot(signals))
+        signals.scatter(self.W, W)
+        signals.scatter(self.E, tf.zeros_like(E))
 
     @staticmethod
     def mergeable(x, y):
